@@ -1,0 +1,120 @@
+"""The audit archive: one directory per run, never overwritten, and the index over them.
+
+Layout of a run directory ``<root>/<UTC timestamp>_<phase>_<site>/``:
+
+``notebook.ipynb``
+    The executed notebook (papermill's error banner kept when the run failed).
+``notebook.html``
+    The same as HTML, readable without Jupyter.
+``parameters.yaml``
+    The resolved parameters the notebook ran with (secrets are never parameters).
+``summary.json``
+    Phase, site, start, end, duration, status, exit code, hosts, verdict counts,
+    files changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+SUMMARY = "summary.json"
+NOTEBOOK = "notebook.ipynb"
+HTML = "notebook.html"
+PARAMETERS = "parameters.yaml"
+
+
+def default_root(site_archive_dir: Path | None = None) -> Path:
+    """Where runs are archived: ``$RUNBOOK_ARCHIVE``, else the site's ``archive_dir``, else ./runs."""
+    env = os.environ.get("RUNBOOK_ARCHIVE")
+    if env:
+        return Path(env)
+    if site_archive_dir:
+        return site_archive_dir
+    return Path("runs")
+
+
+def utc_now() -> dt.datetime:
+    """The current time in UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_run_dir(root: Path, phase: str, site: str, when: dt.datetime | None = None) -> Path:
+    """Create (exclusively) a fresh run directory; an existing one is never reused."""
+    when = when or utc_now()
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = when.strftime("%Y%m%dT%H%M%S.%fZ")
+    base = f"{stamp}_{phase}_{site}"
+    for n in range(1000):
+        path = root / (base if n == 0 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a new run directory under {root}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text atomically (temp file in the same directory + rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; archive files are ordinary files
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def runs(root: Path) -> list[dict[str, Any]]:
+    """Every archived run's summary (plus its directory), oldest first."""
+    found = []
+    if not root.is_dir():
+        return found
+    for d in sorted(root.iterdir()):
+        f = d / SUMMARY
+        if not f.is_file():
+            continue
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {"status": "unreadable"}
+        data["dir"] = str(d)
+        found.append(data)
+    found.sort(key=lambda r: (str(r.get("start", "")), r["dir"]))
+    return found
+
+
+def table(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the ``runbook runs`` listing."""
+    rows = []
+    for r in records:
+        v = r.get("verdicts") or {}
+        rows.append({
+            "start": r.get("start", ""),
+            "phase": r.get("phase", ""),
+            "site": r.get("site", ""),
+            "status": r.get("status", ""),
+            "duration_s": round(float(r.get("duration_s") or 0), 1),
+            "hosts": len(r.get("hosts") or []),
+            "pass": v.get("pass", 0),
+            "warn": v.get("warn", 0),
+            "fail": v.get("fail", 0),
+            "dir": r["dir"],
+        })
+    return rows

@@ -1,0 +1,85 @@
+"""What a phase notebook shows, and the machine-readable summary the runner archives.
+
+The summary travels *inside* the executed notebook as a display output with its own MIME
+type, so that a notebook run by plain ``papermill`` carries it as faithfully as one run by
+``runbook run``; the runner reads it back from the output notebook.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pandas as pd
+
+from . import checks as checks_mod
+from .checks import Check
+from .params import Site
+
+SUMMARY_MIME = "application/vnd.runbook.summary+json"
+
+
+def summary(phase: str, site: Site, checks: Iterable[Check], files_changed: Iterable[str] = ()) -> dict[str, Any]:
+    """The phase's outcome: verdict counts, hosts and problems, as plain JSON data."""
+    checks = list(checks)
+    counts = checks_mod.counts(checks)
+    return {
+        "phase": phase,
+        "site": site.name,
+        "hosts": list(dict.fromkeys(c.host for c in checks)) or site.names,
+        "verdicts": counts,
+        "problems": sum(counts[v] for v in checks_mod.PROBLEMS),
+        "files_changed": list(files_changed),
+    }
+
+
+class Table:
+    """A DataFrame shown whole: pandas cuts long cells to 50 characters, and a cut
+    remediation is no remediation."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    def _options(self):
+        return pd.option_context("display.max_colwidth", None, "display.width", 250, "display.max_rows", 1000)
+
+    def _repr_html_(self) -> str:
+        with self._options():
+            return self.frame.to_html(index=False)
+
+    def __repr__(self) -> str:
+        with self._options():
+            return self.frame.to_string(index=False) if len(self.frame) else "(none)"
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def problems(checks: Iterable[Check]) -> Table:
+    """Only the checks that did not pass, with their remediation, shown in full."""
+    frame = checks_mod.to_frame(checks)
+    return Table(frame[frame["verdict"].isin([checks_mod.FAIL, checks_mod.WARN])].reset_index(drop=True))
+
+
+def publish(phase: str, site: Site, checks: Iterable[Check], files_changed: Iterable[str] = ()) -> dict[str, Any]:
+    """Display the phase summary and attach it to the notebook for the archive.
+
+    Returns the summary, so a notebook cell can also use it.
+    """
+    from IPython.display import display
+
+    data = summary(phase, site, checks, files_changed)
+    counts = ", ".join(f"{n} {v}" for v, n in data["verdicts"].items() if n)
+    text = f"{phase} on {site.name}: {counts or 'no checks'}; {data['problems']} problem(s)"
+    display({SUMMARY_MIME: data, "text/plain": text}, raw=True)
+    return data
+
+
+def read_summary(notebook: Any) -> dict[str, Any] | None:
+    """The last summary a (executed) notebook published, or ``None``."""
+    found = None
+    for cell in notebook.get("cells", []):
+        for out in cell.get("outputs", []) or []:
+            data = out.get("data") or {}
+            if SUMMARY_MIME in data:
+                found = data[SUMMARY_MIME]
+    return found
