@@ -11,4 +11,5 @@ rc=$?
 echo
 echo "archive: $(pwd)/runs   (list it with: .venv/bin/runbook runs)"
 echo "the lab stays up for more runs; stop it with: .venv/bin/runbook lab down"
-exit $rc
+# 1 = the runbook found problems: the expected outcome on a fresh, not-yet-configured lab
+[ $rc -le 1 ] && exit 0 || exit $rc

@@ -29,6 +29,8 @@ def summary(phase: str, site: Site, checks: Iterable[Check], files_changed: Iter
         "verdicts": counts,
         "problems": sum(counts[v] for v in checks_mod.PROBLEMS),
         "files_changed": list(files_changed),
+        # every verdict, so that later runs can be compared with this one
+        "checks": [{"host": c.host, "check": c.check, "verdict": c.verdict, "detail": c.detail} for c in checks],
     }
 
 
@@ -36,19 +38,21 @@ class Table:
     """A DataFrame shown whole: pandas cuts long cells to 50 characters, and a cut
     remediation is no remediation."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
+    def __init__(self, frame: pd.DataFrame, index: bool = False) -> None:
         self.frame = frame
+        self.index = index
 
     def _options(self):
-        return pd.option_context("display.max_colwidth", None, "display.width", 250, "display.max_rows", 1000)
+        return pd.option_context("display.max_colwidth", None, "display.width", 10000,
+                                 "display.max_rows", 1000, "display.max_columns", 100)
 
     def _repr_html_(self) -> str:
         with self._options():
-            return self.frame.to_html(index=False)
+            return self.frame.to_html(index=self.index)
 
     def __repr__(self) -> str:
         with self._options():
-            return self.frame.to_string(index=False) if len(self.frame) else "(none)"
+            return self.frame.to_string(index=self.index) if len(self.frame) else "(none)"
 
     def __len__(self) -> int:
         return len(self.frame)

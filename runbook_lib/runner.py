@@ -185,6 +185,7 @@ def run(
         "verdicts": (published or {}).get("verdicts") or {},
         "problems": (published or {}).get("problems"),
         "files_changed": (published or {}).get("files_changed") or [],
+        "checks": (published or {}).get("checks") or [],
         "error": error,
         "params_file": str(Path(params_file).resolve()),
         "overrides": overrides,

@@ -5,16 +5,16 @@ are joined into a single batch script whose output is split back per fact by mar
 lines. Parsers never touch the network, so they are tested on recorded real outputs.
 A parser returns :data:`MISSING` when the thing it reads does not exist on the host (no
 ``nova`` user, no libvirt), which is different from an empty value.
+
+Submodules hold the facts themselves: :mod:`.system`, :mod:`.libvirt`, :mod:`.nova`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from .params import Site
-from .remote import Remote, Result, sh
+from ..remote import Remote, Result, sh
 
 MARK = "@@runbook-fact@@"
 
@@ -57,6 +57,7 @@ class HostFacts:
     error: str | None = None
     duration: float = 0.0
     raw: dict[str, str] = field(default_factory=dict)
+    parse_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def reached(self) -> bool:
@@ -66,83 +67,6 @@ class HostFacts:
     def get(self, name: str, default: Any = MISSING) -> Any:
         """The value of fact ``name``, ``default`` when absent."""
         return self.values.get(name, default)
-
-
-# ------------------------------------------------------------------------------- parsers
-
-
-def parse_hostname(out: str, rc: int) -> Any:
-    """``hostname`` → the short host name."""
-    name = out.strip().splitlines()[0].strip() if out.strip() else ""
-    return name.split(".")[0] if name else MISSING
-
-
-def parse_resolution(out: str, rc: int) -> dict[str, str | None]:
-    """Lines ``NAME [ADDRESS ALIASES...]`` → ``{name: first address or None}``."""
-    resolved: dict[str, str | None] = {}
-    for line in out.splitlines():
-        words = line.split()
-        if not words:
-            continue
-        resolved[words[0]] = words[1] if len(words) > 1 else None
-    return resolved
-
-
-def parse_user_ids(out: str, rc: int) -> dict[str, Any]:
-    """``getent passwd nova; getent group nova`` → ``{uid, gid, group_gid}``, MISSING if no user."""
-    uid = gid = group_gid = None
-    for line in out.splitlines():
-        parts = line.split(":")
-        if len(parts) >= 7 and parts[2].isdigit():
-            uid, gid = int(parts[2]), int(parts[3])
-        elif len(parts) == 4 and parts[2].isdigit():
-            group_gid = int(parts[2])
-    if uid is None:
-        return MISSING
-    return {"uid": uid, "gid": gid, "group_gid": group_gid}
-
-
-_VERSION_RE = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
-
-
-def parse_libvirt_version(out: str, rc: int) -> Any:
-    """``libvirtd --version`` (``libvirtd (libvirt) 9.0.0``) or ``virsh --version`` → ``'9.0.0'``."""
-    for line in out.splitlines():
-        m = _VERSION_RE.search(line)
-        if m:
-            return m.group(1)
-    return MISSING
-
-
-# --------------------------------------------------------------------------- fact builders
-
-
-def hostname() -> Fact:
-    """The host's own name."""
-    return Fact("hostname", "hostname", parse_hostname)
-
-
-def resolution(names: Iterable[str]) -> Fact:
-    """How this host resolves each of ``names`` (through NSS: /etc/hosts, DNS...)."""
-    words = " ".join(sh(n) for n in names)
-    command = f'for n in {words}; do a=$(getent ahostsv4 "$n" | awk \'NR==1{{print $1}}\'); echo "$n $a"; done'
-    return Fact("resolution", command, parse_resolution)
-
-
-def user_ids(user: str = "nova") -> Fact:
-    """uid/gid of ``user`` (and of the group of the same name)."""
-    return Fact(f"{user}_ids", f"getent passwd {sh(user)}; getent group {sh(user)}", parse_user_ids)
-
-
-def libvirt_version() -> Fact:
-    """The installed libvirt daemon's version."""
-    command = "libvirtd --version 2>/dev/null || virtqemud --version 2>/dev/null || virsh --version"
-    return Fact("libvirt_version", command, parse_libvirt_version)
-
-
-def basic(site: Site) -> list[Fact]:
-    """The first-cut preflight facts."""
-    return [hostname(), resolution(site.names), user_ids("nova"), libvirt_version()]
 
 
 # ------------------------------------------------------------------------------ gathering
@@ -186,7 +110,11 @@ def parse_batch(host: str, facts: Iterable[Fact], result: Result) -> HostFacts:
             continue
         text, rc = sections[f.name]
         hf.raw[f.name] = text
-        hf.values[f.name] = f.parse(text, rc)
+        try:
+            hf.values[f.name] = f.parse(text, rc)
+        except Exception as exc:  # noqa: BLE001 - one odd output must not lose the other facts
+            hf.values[f.name] = MISSING
+            hf.parse_errors[f.name] = f"{type(exc).__name__}: {exc}"
     return hf
 
 
@@ -200,6 +128,26 @@ def gather(
     script = batch_script(facts)
     results = remote.run(script, hosts)
     return {name: parse_batch(name, facts, r) for name, r in results.items()}
+
+
+def gather_each(remote: Remote, facts_per_host: Mapping[str, Iterable[Fact]]) -> dict[str, HostFacts]:
+    """Gather a different list of facts from each host, one SSH round trip per host."""
+    lists = {name: list(fs) for name, fs in facts_per_host.items()}
+    results = remote.run_each({name: batch_script(fs) for name, fs in lists.items()})
+    return {name: parse_batch(name, lists[name], r) for name, r in results.items()}
+
+
+def merge(into: dict[str, HostFacts], more: Mapping[str, HostFacts]) -> dict[str, HostFacts]:
+    """Add a later round's facts to ``into`` (a host that failed later keeps its earlier facts)."""
+    for name, hf in more.items():
+        target = into.setdefault(name, HostFacts(host=name))
+        if hf.reached:
+            target.values.update(hf.values)
+            target.raw.update(hf.raw)
+            target.parse_errors.update(hf.parse_errors)
+        elif target.error is None:
+            target.parse_errors["later round"] = hf.error or "not reached"
+    return into
 
 
 def as_records(gathered: Mapping[str, HostFacts]) -> list[dict[str, Any]]:
