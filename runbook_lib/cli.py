@@ -56,6 +56,67 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render_config(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from . import configure, params
+
+    site = params.load(args.params)
+    host = site.host(args.host)
+    overrides = dict(runner.parse_override(o) for o in args.param)
+    opts = configure.options(site, **overrides)
+    root = Path(args.root)
+    if not root.is_dir():
+        raise RunbookError(f"--root {root}: not a directory")
+    wanted = configure.files_to_read(site, opts)[host.name]
+    gathered = {h.name: configure.offline_facts(root, h) for h in site.hosts}
+    p = configure.plan(site, gathered, {host.name: configure.offline_files(root, wanted)}, opts, [host])
+    for w in p.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    print(str(p.diff()), end="")
+    for n in p.notes:
+        print(f"# note ({n['phase']}): {n['note']}")
+    for a in p.actions:
+        print(f"# action ({a.phase}), not run offline: {a.description}")
+    if args.apply:
+        configure.apply_offline(root, p, dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+        for c in p.pending:
+            print(f"{c.status}: {c.path}" + (f" (backup {c.backup})" if c.backup else ""))
+        return 0 if all(c.status == "applied" for c in p.pending) else runner.EXIT_FAILED
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from . import configure, params
+    from .remote import Remote
+
+    run_dir = Path(args.run)
+    try:
+        summary = json.loads((run_dir / archive.SUMMARY).read_text())
+    except (OSError, ValueError) as exc:
+        raise RunbookError(f"{run_dir}: no readable {archive.SUMMARY} ({exc})") from exc
+    plan = configure.rollback_commands(summary.get("changes") or [])
+    if not plan:
+        print(f"{run_dir}: the run changed no files; nothing to roll back")
+        return 0
+    site = params.load(args.params or summary["params_file"])
+    failed = 0
+    with Remote(site) as remote:
+        for host, items in plan.items():
+            for path, cmd in items:
+                if not args.apply:
+                    print(f"would restore {host}:{path}")
+                    continue
+                r = remote.run_one(host, cmd)
+                ok = r.ok
+                failed += not ok
+                print(f"{'restored' if ok else 'NOT restored'} {host}:{path}"
+                      + ("" if ok else f": {(r.error or r.stdout + r.stderr).strip()}"))
+    if not args.apply:
+        print("(plan only: add --apply to restore)")
+    return runner.EXIT_FAILED if failed else 0
+
+
 def _cmd_phases(args: argparse.Namespace) -> int:
     for name in runner.phases():
         print(name)
@@ -82,9 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=_cmd_runs)
 
+    rc = sub.add_parser("render-config", help="plan (and with --apply make) the configure edits in a directory laid out like /")
+    rc.add_argument("--root", required=True, help="directory holding etc/... of one host")
+    rc.add_argument("--host", required=True, help="which inventory host the directory is")
+    rc.add_argument("-p", "--params", required=True, help="site params YAML file")
+    rc.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a configure parameter: transport, storage, cpu_mode, ... (value read as YAML)")
+    rc.add_argument("--apply", action="store_true", help="write the changes (backup, atomic rename)")
+    rc.set_defaults(func=_cmd_render_config)
+
+    rb = sub.add_parser("rollback", help="restore the files a configure run changed, from its backups")
+    rb.add_argument("run", help="the run's archive directory")
+    rb.add_argument("-p", "--params", help="site params (default: the one the run used)")
+    rb.add_argument("--apply", action="store_true", help="restore (default: show what would be restored)")
+    rb.set_defaults(func=_cmd_rollback)
+
     ph = sub.add_parser("phases", help="list the phases that can be run")
     ph.set_defaults(func=_cmd_phases)
 
+    from .diagnose import cli as diagnose_cli
+
+    diagnose_cli.register(sub)
     if importlib.util.find_spec("runbook_lib.lab.cli") is not None:
         from .lab import cli as lab_cli
 
