@@ -718,3 +718,43 @@ def apply_offline(root: "Path", p: Plan, stamp: str) -> None:
         os.replace(tmp, target)
         ch.after_sha256 = sha256(target.read_text(encoding="utf-8", errors="surrogateescape"))
         ch.status = "applied" if ch.after_sha256 == sha256(ch.after) else "failed: read back differs"
+
+
+# ------------------------------------------------------------------------------ notebook calls
+
+
+def preflight_settings(opts: Options) -> "Any":
+    """The preflight settings that check what this configuration should achieve."""
+    from .checks import Settings
+
+    return Settings(transport="tcp" if opts.transport in ("tcp", "tcp-sasl") else opts.transport,
+                    storage=opts.storage, nfs_server=opts.nfs_server)
+
+
+def read_current(site: Site, hosts: Iterable[Host], opts: Options) -> dict[str, dict[str, str | None]]:
+    """The current content of every file the plan may edit, from the hosts (one round trip each)."""
+    names = {h.name for h in hosts}
+    wanted = {h: paths for h, paths in files_to_read(site, opts).items() if h in names}
+    with Remote(site) as remote:
+        return read_files(remote, wanted)
+
+
+def apply_if(site: Site, p: Plan, apply_changes: bool) -> pd.DataFrame:
+    """Apply the plan when ``apply_changes`` is true; the outcome table either way."""
+    if apply_changes:
+        with Remote(site) as remote:
+            apply(remote, p)
+    table = p.table()
+    if not apply_changes:
+        table["status"] = table["status"].replace({"change": "planned (apply = False)"})
+    return table
+
+
+def outcome(p: Plan, after: Iterable[Any] | None) -> list[Any]:
+    """The verdicts a configure run archives: the plan's outcome, then the re-checked hosts."""
+    return as_checks(p) + list(after or [])
+
+
+def changed_files(p: Plan) -> list[str]:
+    """``host:path`` of every file the run changed."""
+    return [f"{c.host}:{c.path}" for c in p.changes if c.status == "applied"]

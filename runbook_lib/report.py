@@ -18,7 +18,8 @@ from .params import Site
 SUMMARY_MIME = "application/vnd.runbook.summary+json"
 
 
-def summary(phase: str, site: Site, checks: Iterable[Check], files_changed: Iterable[str] = ()) -> dict[str, Any]:
+def summary(phase: str, site: Site, checks: Iterable[Check], files_changed: Iterable[str] = (),
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The phase's outcome: verdict counts, hosts and problems, as plain JSON data."""
     checks = list(checks)
     counts = checks_mod.counts(checks)
@@ -31,6 +32,7 @@ def summary(phase: str, site: Site, checks: Iterable[Check], files_changed: Iter
         "files_changed": list(files_changed),
         # every verdict, so that later runs can be compared with this one
         "checks": [{"host": c.host, "check": c.check, "verdict": c.verdict, "detail": c.detail} for c in checks],
+        **(extra or {}),
     }
 
 
@@ -64,14 +66,16 @@ def problems(checks: Iterable[Check]) -> Table:
     return Table(frame[frame["verdict"].isin([checks_mod.FAIL, checks_mod.WARN])].reset_index(drop=True))
 
 
-def publish(phase: str, site: Site, checks: Iterable[Check], files_changed: Iterable[str] = ()) -> dict[str, Any]:
+def publish(phase: str, site: Site, checks: Iterable[Check], files_changed: Iterable[str] = (),
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Display the phase summary and attach it to the notebook for the archive.
 
-    Returns the summary, so a notebook cell can also use it.
+    ``extra`` adds phase-specific data (a configure run's changes and backups, for
+    rollback). Returns the summary, so a notebook cell can also use it.
     """
     from IPython.display import display
 
-    data = summary(phase, site, checks, files_changed)
+    data = summary(phase, site, checks, files_changed, extra)
     counts = ", ".join(f"{n} {v}" for v, n in data["verdicts"].items() if n)
     text = f"{phase} on {site.name}: {counts or 'no checks'}; {data['problems']} problem(s)"
     display({SUMMARY_MIME: data, "text/plain": text}, raw=True)

@@ -31,7 +31,7 @@ from .report import read_summary
 EXIT_OK, EXIT_PROBLEMS, EXIT_FAILED = 0, 1, 2
 
 #: Notebook parameters whose values name inventory hosts (validated before a run).
-HOST_PARAMETERS = ("limit", "reference_host", "source_host", "destination_host", "hosts_to_drain")
+HOST_PARAMETERS = ("limit", "reference_host", "source_host", "destination_host", "hosts_to_drain", "nfs_server")
 
 
 def notebooks_dir() -> Path:
@@ -186,6 +186,8 @@ def run(
         "problems": (published or {}).get("problems"),
         "files_changed": (published or {}).get("files_changed") or [],
         "checks": (published or {}).get("checks") or [],
+        "changes": (published or {}).get("changes") or [],
+        "warnings": (published or {}).get("warnings") or [],
         "error": error,
         "params_file": str(Path(params_file).resolve()),
         "overrides": overrides,

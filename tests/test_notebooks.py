@@ -33,6 +33,7 @@ def test_one_parameters_cell_with_one_documented_name_per_line(path):
     assert len(tagged) == 1
     for line in tagged[0].source.splitlines():
         assert "=" in line and "  # " in line, f"undocumented parameter line: {line!r}"
+        assert "=" not in line.split("  # ", 1)[1], f"papermill misreads '=' in help text: {line!r}"
         ast.parse(line)  # one assignment per line
     help_text = subprocess.run(
         [sys.executable, "-m", "papermill", "--help-notebook", str(path)], capture_output=True, text=True, timeout=120
