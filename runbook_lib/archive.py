@@ -118,3 +118,68 @@ def table(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "dir": r["dir"],
         })
     return rows
+
+
+def select(records: Iterable[dict[str, Any]], *, phase: str | None = None, site: str | None = None,
+           host: str | None = None, status: str | None = None, since: str | None = None,
+           until: str | None = None) -> list[dict[str, Any]]:
+    """Filter archived runs; ``since``/``until`` are ISO dates or times (UTC when no zone)."""
+    lo, hi = _time(since), _time(until)
+    out = []
+    for r in records:
+        if phase and r.get("phase") != phase and str(r.get("phase", "")).split("_", 1)[-1] != phase:
+            continue
+        if site and r.get("site") != site:
+            continue
+        if host and host not in (r.get("hosts") or []):
+            continue
+        if status and r.get("status") != status:
+            continue
+        start = _time(r.get("start"))
+        if lo and (start is None or start < lo):
+            continue
+        if hi and (start is None or start >= hi):
+            continue
+        out.append(r)
+    return out
+
+
+def _time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        from .errors import ParamsError
+
+        raise ParamsError(f"expected an ISO 8601 date or time, got {value!r}", key="--since/--until") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def html_index(records: Iterable[dict[str, Any]], base: Path) -> str:
+    """An HTML page listing runs, newest first, linking each archived notebook (HTML export)."""
+    import html
+    import os
+
+    rows = []
+    for r in sorted(records, key=lambda r: str(r.get("start", "")), reverse=True):
+        d = Path(r["dir"])
+        link = os.path.relpath(d / HTML, base)
+        v = r.get("verdicts") or {}
+        drift = (r.get("drift") or {})
+        cells = [
+            f'<a href="{html.escape(link)}">{html.escape(str(r.get("start", "")))}</a>',
+            html.escape(str(r.get("phase", ""))), html.escape(str(r.get("site", ""))),
+            f'<span class="{html.escape(str(r.get("status", "")))}">{html.escape(str(r.get("status", "")))}</span>',
+            str(v.get("pass", 0)), str(v.get("warn", 0)), str(v.get("fail", 0)),
+            "regressed" if drift.get("regressed") else ("" if not drift else "no regression"),
+            html.escape(", ".join(r.get("hosts") or [])),
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("start", "phase", "site", "status", "pass", "warn", "fail", "drift", "hosts"))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>runbook runs</title><style>"
+        "body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+        ".failed{color:#b00}.problems{color:#b60}.ok{color:#070}</style></head><body>"
+        f"<h1>runbook runs</h1><table><tr>{head}</tr>{''.join(rows)}</table></body></html>\n"
+    )

@@ -40,9 +40,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     root = Path(args.archive) if args.archive else archive.default_root()
-    rows = archive.table(archive.runs(root))
-    if args.phase:
-        rows = [r for r in rows if r["phase"] == args.phase or r["phase"].split("_", 1)[-1] == args.phase]
+    records = archive.select(archive.runs(root), phase=args.phase, site=args.site, host=args.host,
+                             status=args.status, since=args.since, until=args.until)
+    rows = archive.table(records)
+    if args.html:
+        archive.write_text(Path(args.html), archive.html_index(records, Path(args.html).parent))
+        print(f"wrote {args.html} ({len(rows)} runs)")
+        return 0
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -117,6 +121,68 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return runner.EXIT_FAILED if failed else 0
 
 
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from . import drift
+
+    root = Path(args.archive) if args.archive else archive.default_root()
+    phase = runner.find_notebook(args.phase).stem
+    records = [r for r in archive.runs(root) if r.get("phase") == phase and r.get("status") in ("ok", "problems")
+               and (not args.site or r.get("site") == args.site)]
+    if args.site is None and len({r.get("site") for r in records}) > 1:
+        raise RunbookError(f"runs of several sites under {root}: choose one with --site")
+    if len(records) < 2 and not (args.since and records):
+        print(f"fewer than two completed {phase} runs under {root}: nothing to compare")
+        return runner.EXIT_FAILED
+    latest = records[-1]
+    if args.since:
+        base = [r for r in records if Path(r["dir"]).name == Path(args.since).name or r["dir"] == args.since]
+        if not base:
+            raise RunbookError(f"--since {args.since}: no such completed {phase} run under {root}")
+        baseline = base[0]
+    else:
+        baseline = records[-2]
+    rows = drift.compare(baseline, latest)
+    if args.json:
+        print(json.dumps({"baseline": baseline["dir"], "latest": latest["dir"], "regressed": drift.regressed(rows),
+                          "rows": rows}, indent=2, default=str))
+    else:
+        print(f"baseline: {baseline['dir']}\nlatest:   {latest['dir']}")
+        if rows:
+            import pandas as pd
+
+            with pd.option_context("display.width", 250, "display.max_colwidth", 100, "display.max_rows", 1000):
+                print(drift.table(rows).to_string(index=False))
+        else:
+            print("no drift: the same verdicts and facts")
+    return runner.EXIT_PROBLEMS if drift.regressed(rows) else 0
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from . import schedule
+
+    dirs = {"unit_dir": Path(args.unit_dir), "cron_dir": Path(args.cron_dir)}
+    if args.action == "install":
+        if not (args.phase and args.every and args.params):
+            raise RunbookError("schedule install needs PHASE, --every and -p")
+        overrides = dict(runner.parse_override(o) for o in args.param)
+        s = schedule.install(args.phase, args.every, args.params, args.archive or "runs", overrides,
+                             name=args.name, backend=args.backend, **dirs)
+        print(f"installed {s.name} ({s.backend}, every {s.every}): {', '.join(s.files)}")
+        return 0
+    if args.action == "list":
+        found = schedule.installed(**dirs)
+        for s in found:
+            print(f"{s.name}\t{s.backend}\tevery {s.every}\t{s.command}")
+        if not found:
+            print("no runbook schedules")
+        return 0
+    if not args.phase:
+        raise RunbookError("schedule remove needs the schedule's name (see: runbook schedule list)")
+    for f in schedule.remove(args.phase, **dirs):
+        print(f"removed {f}")
+    return 0
+
+
 def _cmd_phases(args: argparse.Namespace) -> int:
     for name in runner.phases():
         print(name)
@@ -140,7 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("runs", help="list archived runs")
     ls.add_argument("--archive", help="archive root (default: $RUNBOOK_ARCHIVE or ./runs)")
     ls.add_argument("--phase", help="only runs of this phase")
+    ls.add_argument("--site", help="only runs on this site")
+    ls.add_argument("--host", help="only runs that covered this host")
+    ls.add_argument("--status", choices=["ok", "problems", "failed"], help="only runs that ended so")
+    ls.add_argument("--since", help="only runs started at or after this date/time (ISO 8601)")
+    ls.add_argument("--until", help="only runs started before this date/time (ISO 8601)")
     ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.add_argument("--html", metavar="FILE", help="write an HTML index of the runs, linking their notebooks")
     ls.set_defaults(func=_cmd_runs)
 
     rc = sub.add_parser("render-config", help="plan (and with --apply make) the configure edits in a directory laid out like /")
@@ -157,6 +229,27 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("-p", "--params", help="site params (default: the one the run used)")
     rb.add_argument("--apply", action="store_true", help="restore (default: show what would be restored)")
     rb.set_defaults(func=_cmd_rollback)
+
+    dr = sub.add_parser("drift", help="what changed between the latest run of a phase and the one before")
+    dr.add_argument("--phase", default="00_preflight", help="phase (default 00_preflight)")
+    dr.add_argument("--site", help="site (needed when the archive holds several)")
+    dr.add_argument("--since", metavar="RUN", help="compare with this run (its directory) instead of the previous one")
+    dr.add_argument("--archive", help="archive root (default: $RUNBOOK_ARCHIVE or ./runs)")
+    dr.add_argument("--json", action="store_true", help="print JSON")
+    dr.set_defaults(func=_cmd_drift)
+
+    sc = sub.add_parser("schedule", help="run a phase on a timer (systemd) or cron: install, list, remove")
+    sc.add_argument("action", choices=["install", "list", "remove"])
+    sc.add_argument("phase", nargs="?", help="phase to schedule (install) or schedule name (remove)")
+    sc.add_argument("--every", help="interval: 30s, 15min, 2h, 1d (cron: whole minutes)")
+    sc.add_argument("-p", "--params", help="site params YAML file")
+    sc.add_argument("-P", "--param", action="append", default=[], metavar="KEY=VALUE", help="a notebook parameter")
+    sc.add_argument("--archive", help="archive root for the scheduled runs (default ./runs)")
+    sc.add_argument("--name", help="schedule name (default runbook-SITE-PHASE)")
+    sc.add_argument("--backend", default="auto", choices=["auto", "systemd", "cron"])
+    sc.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
+    sc.add_argument("--cron-dir", default="/etc/cron.d", help=argparse.SUPPRESS)
+    sc.set_defaults(func=_cmd_schedule)
 
     ph = sub.add_parser("phases", help="list the phases that can be run")
     ph.set_defaults(func=_cmd_phases)

@@ -25,7 +25,7 @@ import yaml
 from .errors import ParamsError
 
 #: Keys of a site params file, which are also the notebook parameters that carry the site.
-SITE_KEYS = ("site", "management_cidr", "ssh", "hosts", "cloud", "archive_dir")
+SITE_KEYS = ("site", "management_cidr", "ssh", "hosts", "cloud", "archive_dir", "allow_scheduled_apply")
 ROLES = ("controller", "compute")
 
 _SITE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -85,6 +85,7 @@ class Site:
     hosts: tuple[Host, ...]
     cloud: str | None = None
     archive_dir: Path | None = None
+    allow_scheduled_apply: bool = False
     source: str = field(default="<parameters>", compare=False)
 
     @property
@@ -227,7 +228,11 @@ def from_mapping(data: Mapping[str, Any], source: str = "<parameters>") -> Site:
     archive_dir = data.get("archive_dir")
     if archive_dir is not None:
         archive_dir = v.path(archive_dir, "archive_dir")
+    allow = data.get("allow_scheduled_apply", False)
+    if not isinstance(allow, bool):
+        raise ParamsError(f"expected true or false, got {_show(allow)}", source=source, key="allow_scheduled_apply")
     return Site(
+        allow_scheduled_apply=allow,
         name=name,
         management_cidr=cidr,
         ssh=ssh,

@@ -265,3 +265,50 @@ def pair_detail(site: Site, gathered: Mapping[str, HostFacts], source: str, dest
         (f"port {port} ({wanted.transport}) from {source}", (s.get("reachability") or {}).get((destination, port)), ""),
     ]
     return pd.DataFrame(rows, columns=["aspect", source, destination]).set_index("aspect")
+
+
+def snapshot(gathered: Mapping[str, HostFacts]) -> dict[str, dict[str, object]]:
+    """The facts worth watching for drift, per host, as plain values."""
+    snap: dict[str, dict[str, object]] = {}
+    for name, hf in gathered.items():
+        if not hf.reached:
+            continue
+        s: dict[str, object] = {}
+        ids = hf.get("nova_ids")
+        if ids is not MISSING:
+            s["nova uid:gid"] = f"{ids['uid']}:{ids['gid']}"
+        q = hf.get("qemu_ids")
+        if q is not MISSING:
+            s["qemu uid:gid"] = f"{q['uid']}:{q['gid']}"
+        for key in ("init", "libvirt_version", "qemu_version"):
+            if hf.get(key) is not MISSING:
+                s[key] = hf.get(key)
+        d = hf.get("libvirt_daemons")
+        if d is not MISSING:
+            s["libvirt daemon model"] = d["model"]
+            for unit, (enabled, active) in sorted(d["units"].items()):
+                s[f"unit {unit}"] = f"{enabled}/{active}"
+        ls = hf.get("listeners")
+        if ls is not MISSING:
+            s["listening ports"] = sorted({e["port"] for e in ls})
+        for path, settings in (hf.get("libvirt_conf") or {}).items():
+            for k, v in sorted((settings or {}).items()):
+                s[f"{path} {k}"] = v
+        conf = hf.get("nova_conf")
+        if conf is not MISSING:
+            for section, keys in (("DEFAULT", ("vncserver_listen", "vncserver_proxyclient_address")),
+                                  ("vnc", ("server_listen", "server_proxyclient_address")),
+                                  ("libvirt", ("virt_type", "live_migration_scheme", "live_migration_with_native_tls",
+                                               "live_migration_inbound_addr", "cpu_mode", "cpu_models"))):
+                for k in keys:
+                    v = option(conf, section, k)
+                    if v is not None:
+                        s[f"nova.conf [{section}] {k}"] = v
+        inst = hf.get("instances_dir")
+        if inst is not MISSING:
+            s["instances dir"] = f"{inst.get('fstype')} {inst.get('source')} {inst.get('mode')} {inst.get('owner')}"
+        cpu = hf.get("cpu")
+        if cpu is not MISSING:
+            s["cpu"] = f"{cpu.get('model_name')} ×{cpu.get('cpus')}"
+        snap[name] = s
+    return snap

@@ -170,6 +170,9 @@ def run(
         status, code = "problems", EXIT_PROBLEMS
     else:
         status, code = "ok", EXIT_OK
+    drift_info = None
+    if nb is not None and published is not None and error is None:
+        drift_info = _drift_section(nb, out_nb, root, phase_name, site.name, run_dir, published)
     if nb is not None:
         _export_html(nb, run_dir / archive.HTML)
 
@@ -189,6 +192,8 @@ def run(
         "changes": (published or {}).get("changes") or [],
         "warnings": (published or {}).get("warnings") or [],
         "error": error,
+        "drift": drift_info,
+        "facts": (published or {}).get("facts") or {},
         "params_file": str(Path(params_file).resolve()),
         "overrides": overrides,
         "notebook": notebook.name,
@@ -197,6 +202,26 @@ def run(
     }
     archive.write_json(run_dir / archive.SUMMARY, summary)
     return RunOutcome(run_dir, status, code, summary)
+
+
+def _drift_section(nb: Any, path: Path, root: Path, phase: str, site: str, run_dir: Path,
+                   published: dict[str, Any]) -> dict[str, Any] | None:
+    """Compare with the previous run of the phase and put the drift at the top of the notebook."""
+    import nbformat
+
+    from . import drift
+
+    if not published.get("checks"):
+        return None
+    baseline = drift.previous_run(root, phase, site, before_dir=run_dir)
+    if baseline is None:
+        return None
+    rows = drift.compare(baseline, published)
+    cell = nbformat.v4.new_markdown_cell(drift.markdown(rows, baseline))
+    cell.metadata["tags"] = ["runbook-drift"]
+    nb.cells.insert(1, cell)
+    nbformat.write(nb, str(path))
+    return {"baseline": Path(baseline["dir"]).name, "regressed": drift.regressed(rows), "rows": rows}
 
 
 def _read_notebook(path: Path) -> Any:
