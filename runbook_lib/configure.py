@@ -462,6 +462,9 @@ def _plan_storage(site: Site, gathered: Mapping[str, HostFacts], targets: list[H
         if backend == "auto":
             backend = "ganesha" if files.exists(server, GANESHA_CONF) else "kernel"
         clients = str(site.management_cidr)
+        p.actions.append(Action(server, "shared-storage", f"give {INSTANCES} o+x on the server",
+                                f"mkdir -p {INSTANCES}; stat -c %A {INSTANCES} | grep -q 'x$' || chmod o+x {INSTANCES}",
+                                order=39, requires=(GANESHA_CONF, EXPORTS)))
         if backend == "ganesha":
             files.edit(server, GANESHA_CONF, lambda t: edits.ganesha_export(t, 77, INSTANCES, clients),
                        f"export {INSTANCES} to {clients} only (not *)")
@@ -486,9 +489,13 @@ def _plan_storage(site: Site, gathered: Mapping[str, HostFacts], targets: list[H
         if mounted:
             p.note(h.name, "shared-storage", f"{INSTANCES} already mounted from {server} with o+x")
         else:
+            # o+x is a property of the exported directory: it is set on the server, and only
+            # checked through the mount
             p.actions.append(Action(
-                h.name, "shared-storage", f"mount {INSTANCES} and give it o+x",
-                f"mkdir -p {INSTANCES}; mountpoint -q {INSTANCES} || mount {INSTANCES}; chmod o+x {INSTANCES}",
+                h.name, "shared-storage", f"mount {INSTANCES} (and check o+x)",
+                f"mkdir -p {INSTANCES}; mountpoint -q {INSTANCES} || mount {INSTANCES}; "
+                f"mountpoint -q {INSTANCES} && stat -c %A {INSTANCES} | grep -q 'x$' "
+                f"|| {{ echo '{INSTANCES} is not mounted, or lacks o+x'; exit 1; }}",
                 order=45))
 
 
@@ -758,3 +765,50 @@ def outcome(p: Plan, after: Iterable[Any] | None) -> list[Any]:
 def changed_files(p: Plan) -> list[str]:
     """``host:path`` of every file the run changed."""
     return [f"{c.host}:{c.path}" for c in p.changes if c.status == "applied"]
+
+
+def verify_storage(site: Site, opts: Options, hosts: Iterable[Host], applied: bool, timeout: float = 240) -> list[Any]:
+    """Prove the instances dir is shared (or local) as wanted, with real files.
+
+    ``nfs``: nova on one compute writes a file, another compute reads it back and must see
+    nova as its owner (the numeric ids agree). A freshly restarted NFS server refuses
+    writes during its grace period (90 s by default): the write waits it out, up to
+    ``timeout``. ``none``: every instances dir is on a local file system.
+    """
+    from .checks import FAIL, PASS, SKIP, Check, is_nfs
+
+    computes = [h for h in hosts if h.is_compute]
+    if not applied:
+        return [Check(h.name, "storage-verified", SKIP, "not applied") for h in computes]
+    if "shared-storage" not in opts.phases:
+        return []
+    out: list[Any] = []
+    with Remote(site) as remote:
+        if opts.storage == "none":
+            res = remote.run(f"findmnt -n -o FSTYPE -T {INSTANCES}", [h.name for h in computes])
+            for name, r in res.items():
+                fstype = r.stdout.strip()
+                ok = r.ok and not is_nfs(fstype)
+                out.append(Check(name, "storage-verified", PASS if ok else FAIL,
+                                 f"{INSTANCES} on {fstype or r.error or '?'}" + ("" if ok else ": not local"),
+                                 "" if ok else "unmount the NFS share for block migration"))
+            return out
+        if len(computes) < 2:
+            return [Check(h.name, "storage-verified", SKIP, "one compute: nothing to share with") for h in computes]
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        f = f"{INSTANCES}/.runbook-verify-{stamp}"
+        writer = computes[0]
+        w = remote.run_one(writer.name, f"su -s /bin/sh nova -c {sh(f'echo {stamp} > {f}')}", timeout=timeout)
+        if not w.ok:
+            return [Check(writer.name, "storage-verified", FAIL, f"nova cannot write {f}: {(w.error or w.stderr).strip()}",
+                          "check the export (rw), the mount, and the nova uid (configure phases shared-storage, identity)")]
+        out.append(Check(writer.name, "storage-verified", PASS, f"nova wrote {f}"))
+        for reader in computes[1:]:
+            r = remote.run_one(reader.name, f"stat -c '%U %u' {sh(f)} && cat {sh(f)}", timeout=timeout)
+            words = r.stdout.split()
+            ok = r.ok and len(words) == 3 and words[0] == "nova" and words[2] == stamp
+            out.append(Check(reader.name, "storage-verified", PASS if ok else FAIL,
+                             f"reads {f} as {' '.join(words[:2]) or (r.error or r.stderr).strip()}",
+                             "" if ok else "the owner must be nova on every compute: align the ids (identity)"))
+        remote.run_one(writer.name, f"rm -f {sh(f)}")
+    return out

@@ -25,7 +25,7 @@ import yaml
 from .errors import ParamsError
 
 #: Keys of a site params file, which are also the notebook parameters that carry the site.
-SITE_KEYS = ("site", "management_cidr", "ssh", "hosts", "cloud", "archive_dir", "allow_scheduled_apply")
+SITE_KEYS = ("site", "management_cidr", "ssh", "hosts", "cloud", "clouds_yaml", "archive_dir", "allow_scheduled_apply")
 ROLES = ("controller", "compute")
 
 _SITE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -84,6 +84,7 @@ class Site:
     ssh: SSHSettings
     hosts: tuple[Host, ...]
     cloud: str | None = None
+    clouds_yaml: Path | None = None
     archive_dir: Path | None = None
     allow_scheduled_apply: bool = False
     source: str = field(default="<parameters>", compare=False)
@@ -143,6 +144,7 @@ class Site:
             "ssh": {k: v for k, v in ssh.items() if v is not None},
             "hosts": hosts,
             "cloud": self.cloud,
+            "clouds_yaml": str(self.clouds_yaml) if self.clouds_yaml else None,
             "archive_dir": str(self.archive_dir) if self.archive_dir else None,
         }
 
@@ -228,6 +230,9 @@ def from_mapping(data: Mapping[str, Any], source: str = "<parameters>") -> Site:
     archive_dir = data.get("archive_dir")
     if archive_dir is not None:
         archive_dir = v.path(archive_dir, "archive_dir")
+    clouds_yaml = data.get("clouds_yaml")
+    if clouds_yaml is not None:
+        clouds_yaml = v.path(clouds_yaml, "clouds_yaml")
     allow = data.get("allow_scheduled_apply", False)
     if not isinstance(allow, bool):
         raise ParamsError(f"expected true or false, got {_show(allow)}", source=source, key="allow_scheduled_apply")
@@ -238,6 +243,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "<parameters>") -> Site:
         ssh=ssh,
         hosts=hosts,
         cloud=cloud,
+        clouds_yaml=clouds_yaml,
         archive_dir=archive_dir,
         source=source,
     )

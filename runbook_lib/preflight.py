@@ -51,11 +51,12 @@ def settings(transport: str = "tls", storage: str = "auto", nfs_server: str | No
 
 def host_facts(site: Site, host: Host, wanted: Settings) -> list[Fact]:
     """The first-round facts for one host."""
-    fs = [sysf.hostname(), sysf.addresses(), sysf.resolution(site.names), sysf.user_ids("nova")]
+    fs = [sysf.hostname(), sysf.addresses(), sysf.resolution(site.names), sysf.user_ids("nova"),
+          sysf.init_system(), sysf.listeners()]
     if not host.is_compute:
         return fs
     fs += [
-        sysf.qemu_user_ids(), sysf.init_system(), sysf.cpu(), sysf.memory(), sysf.listeners(),
+        sysf.qemu_user_ids(), sysf.cpu(), sysf.memory(),
         lv.libvirt_version(), lv.qemu_version(), lv.daemons(), lv.conf_files(), lv.host_cpu(),
         nv.nova_conf(), nv.instances_dir(),
     ]
@@ -312,3 +313,18 @@ def snapshot(gathered: Mapping[str, HostFacts]) -> dict[str, dict[str, object]]:
             s["cpu"] = f"{cpu.get('model_name')} ×{cpu.get('cpus')}"
         snap[name] = s
     return snap
+
+
+def pair_verdict(site: Site, source: str | None, destination: str | None, wanted: Settings | None = None) -> str | None:
+    """The pairwise verdict for one source → destination, gathered fresh over SSH.
+
+    None when either host is not in the inventory (the cloud's host names are what the
+    inventory calls them in a consistent site) or no destination was chosen.
+    """
+    if not source or not destination or source == destination:
+        return None
+    if source not in site.names or destination not in site.names:
+        return None
+    gathered = gather(site, [site.host(source), site.host(destination)], wanted)
+    return _pair(site, gathered, site.host(source), site.host(destination),
+                 checks.transport_port((wanted or Settings()).transport), wanted or Settings())

@@ -200,6 +200,8 @@ def run(
         "runbook_version": __version__,
         "operator": _operator(),
     }
+    for key, value in (published or {}).items():  # phase-specific data (changes, migrations…)
+        summary.setdefault(key, value)
     archive.write_json(run_dir / archive.SUMMARY, summary)
     return RunOutcome(run_dir, status, code, summary)
 

@@ -50,3 +50,51 @@ def pair_picker(site: Site, source: str = "", destination: str = "") -> PairPick
     s = w.Dropdown(options=list(names), value=src, description="source")
     d = w.Dropdown(options=list(names), value=dst, description="destination")
     return PairPicker(s, d, w.HBox([s, d]))
+
+
+@dataclass
+class MigrationPicker:
+    """A server and a destination, chosen from the cloud's live lists."""
+
+    server_dropdown: w.Dropdown
+    destination_dropdown: w.Dropdown
+    box: w.Widget
+
+    @property
+    def server(self) -> str:
+        """The chosen server (ID, or the name given as parameter)."""
+        return self.server_dropdown.value
+
+    @property
+    def destination(self) -> str:
+        """The chosen destination host ('' lets the scheduler choose)."""
+        return self.destination_dropdown.value
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+
+    def __repr__(self) -> str:
+        return f"server: {self.server}, destination: {self.destination or '(scheduler)'}"
+
+
+def migration_picker(conn: object, server: str = "", destination: str = "") -> MigrationPicker:
+    """Dropdowns of servers and of enabled, up computes with their free capacity; pre-set from parameters."""
+    from . import migrate
+
+    servers = migrate.api.list_servers(conn)
+    options = [(f"{s['name']} ({s['status']} on {s['host']})", s["id"]) for s in servers]
+    chosen = next((s["id"] for s in servers if server in (s["id"], s["name"])), server)
+    if chosen and chosen not in [v for _, v in options]:
+        options.append((chosen, chosen))
+    hosts = migrate.computes(conn)
+    usable = hosts[(hosts["status"] == "enabled") & (hosts["state"] == "up")]
+    dests = [("(let the scheduler choose)", "")] + [
+        (f"{r['host']} (free: {r['free VCPU']:g} VCPU, {r['free MEMORY_MB']:g} MB)", r["host"]) for _, r in usable.iterrows()]
+    if destination and destination not in [v for _, v in dests]:
+        dests.append((f"{destination} (not enabled/up)", destination))
+    s = w.Dropdown(options=options or [("(no servers)", "")], value=chosen or (options[0][1] if options else ""),
+                   description="server")
+    d = w.Dropdown(options=dests, value=destination or "", description="destination")
+    return MigrationPicker(s, d, w.HBox([s, d]))

@@ -1,0 +1,43 @@
+"""nova-compute with the fake virt driver sized from its config: installed into the services
+venv as ``bin/rblab-nova-compute`` and run by each lab compute's service manager.
+
+Nova loads virt drivers only from its own ``nova.virt`` package, so a lab-specific driver module
+is not an option; the fake driver's inventory comes from class attributes instead.  This launcher
+reads ``[rblab_fake_driver] vcpus/memory_mb/local_gb`` from the config files it is given (Nova
+ignores that section), sets those attributes, and runs Nova's own ``nova-compute`` entry point
+with the same arguments.
+
+Runs under the services venv's Python only (no ``runbook_lib`` import).
+"""
+
+import configparser
+import sys
+
+
+def _sizes(argv: list[str]) -> dict[str, int]:
+    files = [a.split("=", 1)[1] for a in argv if a.startswith("--config-file=")]
+    files += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config-file"]
+    parser = configparser.RawConfigParser(strict=False)   # repeated keys are fine in nova.conf
+    for name in files:
+        try:
+            parser.read(name)
+        except configparser.Error:
+            continue        # oslo.config accepts more than configparser; Nova will judge it
+    if not parser.has_section("rblab_fake_driver"):
+        return {}
+    return {key: parser.getint("rblab_fake_driver", key)
+            for key in ("vcpus", "memory_mb", "local_gb")
+            if parser.has_option("rblab_fake_driver", key)}
+
+
+def main() -> int:
+    from nova.cmd import compute   # first: applies Nova's eventlet monkey-patching decision
+    from nova.virt import fake
+
+    for attr, value in _sizes(sys.argv[1:]).items():
+        setattr(fake.FakeDriver, attr, value)      # subclasses inherit them
+    return compute.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""What the lab's cloud runs on: a dedicated Python venv for the OpenStack services, and Debian's
+RabbitMQ and MariaDB.
+
+The services never share the project's venv: Nova, Keystone and Placement pin hundreds of
+packages (oslo.*, SQLAlchemy, eventlet) that would fight the runbook side's Jupyter stack.  The
+venv is built with the machine's ``/usr/bin/python3`` rather than whatever ``python3`` is first on
+``PATH``, because the lab's nspawn hosts (Debian bookworm, the same Python 3.11) run the very same
+venv through a read-only bind mount, and a venv only works where its base interpreter exists.
+
+It lives in the lab's cache directory, so ``lab down`` keeps it and every lab sharing the cache
+shares it.  It is built in ``cloud-venv.build`` and renamed into place when complete: an
+interrupted install is started over, never half-used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from runbook_lib.cloud.errors import CloudPrerequisiteError
+
+#: The services and the client tools, pinned to the release set that was proven on this kind of
+#: machine (Nova 34 "Flamingo"-era, Keystone 30, Placement 16).  SQLAlchemy<2.1: 2.1 deprecates
+#: APIs Nova 34 still uses (``noload``); the services only warn, but Nova's own tests fail.
+SERVICE_REQUIREMENTS = (
+    "nova==34.0.0",
+    "keystone==30.0.0",
+    "openstack-placement==16.0.0",
+    "python-openstackclient",
+    "openstacksdk==4.22.0",
+    "gunicorn",
+    "PyMySQL",
+    "SQLAlchemy<2.1",
+)
+#: Imported by :func:`venv_ready` to decide that a cached venv is usable.
+PROBE_MODULES = ("nova", "keystone", "placement", "gunicorn", "pymysql", "openstackclient")
+#: Debian packages of the cloud's infrastructure services, run by the lab as its own processes.
+DEBIAN_PACKAGES = ("rabbitmq-server", "mariadb-server")
+BASE_PYTHON = Path("/usr/bin/python3")
+COMPLETE_MARK = ".rblab-cloud-complete"
+
+Echo = Callable[[str], None]
+
+
+def venv_ready(venv: Path) -> bool:
+    """Whether a complete services venv is at ``venv``."""
+    return (venv / COMPLETE_MARK).exists() and (venv / "bin/python").exists()
+
+
+def ensure_venv(venv: Path, *, echo: Echo = print, log: Path | None = None) -> float | None:
+    """Create the services venv at ``venv`` unless a complete one is there.
+
+    Parameters
+    ----------
+    venv
+        Final location of the venv (usually ``<lab cache>/cloud-venv``).
+    echo
+        Progress messages.
+    log
+        pip's output goes here (default ``<venv>.log``).
+
+    Returns
+    -------
+    float or None
+        Seconds the install took, or ``None`` when the venv was cached.
+
+    Raises
+    ------
+    CloudPrerequisiteError
+        When ``/usr/bin/python3`` is missing or pip fails (the message names the log).
+    """
+    if venv_ready(venv):
+        return None
+    if not BASE_PYTHON.exists():
+        raise CloudPrerequisiteError(f"{BASE_PYTHON} is missing: install Debian's python3 and "
+                                     "python3-venv")
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    log = log or venv.with_name(venv.name + ".log")
+    with open(venv.with_name(f".{venv.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # two labs sharing the cache install once
+        if venv_ready(venv):
+            return None
+        started = time.monotonic()
+        # The venv's scripts carry its absolute path in their #! lines: build it where it will
+        # live, under a marker that says "incomplete", rather than building elsewhere and moving.
+        shutil.rmtree(venv, ignore_errors=True)
+        echo(f"installing the OpenStack services venv at {venv} (one time, ~1 min, ~450 MB; "
+             f"log {log})")
+        with open(log, "w") as out:
+            _step(out, [str(BASE_PYTHON), "-m", "venv", str(venv)], log)
+            pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q",
+                   "--disable-pip-version-check"]
+            _step(out, [*pip, "--upgrade", "pip"], log)
+            _step(out, [*pip, *SERVICE_REQUIREMENTS], log)
+            probe = "; ".join(f"import {m}" for m in PROBE_MODULES)
+            _step(out, [str(venv / "bin/python"), "-c", probe], log)
+        (venv / COMPLETE_MARK).write_text(
+            f"built {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
+            + "\n".join(SERVICE_REQUIREMENTS) + "\n")
+        seconds = time.monotonic() - started
+        echo(f"services venv ready in {seconds:.0f} s")
+        return seconds
+
+
+def _step(out, argv: list[str], log: Path) -> None:
+    out.write(f"$ {' '.join(argv)}\n")
+    out.flush()
+    proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                          timeout=1800)
+    if proc.returncode != 0:
+        raise CloudPrerequisiteError(f"installing the services venv failed at "
+                                     f"`{' '.join(argv[:4])} ...` (exit {proc.returncode}); "
+                                     f"see {log}")
+
+
+def ensure_debian_packages(*, echo: Echo = print) -> list[str]:
+    """Install RabbitMQ and MariaDB from Debian if they are missing.
+
+    Package scripts never start the system's own ``rabbitmq-server``/``mariadb`` daemons (they
+    would take ports 5672, 3306 and 4369 on every address): the install runs behind a
+    ``policy-rc.d`` that answers 101.  The lab runs both as its own processes instead.
+
+    Returns
+    -------
+    list of str
+        The packages installed now (empty when both were there).
+    """
+    # the lab's package helpers already implement "apt-get with daemons forbidden"
+    from runbook_lib.lab.packages import apt_install, missing_packages
+
+    missing = missing_packages(DEBIAN_PACKAGES)
+    if not missing:
+        return []
+    if os.geteuid() != 0:
+        raise CloudPrerequisiteError(f"missing Debian packages {', '.join(missing)}; run as root "
+                                     "so the lab can install them")
+    echo(f"installing Debian packages: {' '.join(missing)}")
+    try:
+        apt_install(missing)
+    except Exception as exc:
+        raise CloudPrerequisiteError(f"could not install {', '.join(missing)}: {exc}") from exc
+    return missing
