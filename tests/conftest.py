@@ -9,6 +9,10 @@ import pytest
 
 import sshd_hosts
 
+# every test lab shares one cache (Debian rootfs, guest kernel, OpenStack services venv): built
+# once per machine, then each lab starts in seconds
+os.environ.setdefault("RUNBOOK_LAB_CACHE", "/var/lib/runbook-lab/cache")
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
