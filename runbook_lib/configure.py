@@ -532,17 +532,21 @@ def _write_command(change: FileChange, stamp: str) -> str:
     data = base64.b64encode(change.after.encode("utf-8", errors="surrogateescape")).decode()
     p = sh(change.path)
     backup = f"{change.path}.runbook-{stamp}.bak"
+    b = sh(backup)
     return "\n".join([
         "set -e",
+        # whatever fails (a full disk, a dropped session), no partial backup or temp file stays
+        f"t=; trap 'rm -f {b}.part \"$t\"' EXIT",
         f"cur=absent; [ -f {p} ] && cur=$(sha256sum {p} | cut -d' ' -f1)",
         f"[ \"$cur\" = {change.before_sha256} ] || {{ echo \"CHANGED-SINCE-PLAN $cur\"; exit 3; }}",
-        f"if [ -f {p} ]; then cp -a {p} {sh(backup)}; echo \"BACKUP {backup}\"; fi",
+        f"if [ -f {p} ]; then cp -a {p} {b}.part; mv -f {b}.part {b}; echo \"BACKUP {backup}\"; fi",
         f"mkdir -p $(dirname {p})",
         f"t=$(mktemp {p}.runbook-tmp.XXXXXX)",
         f"printf %s {sh(data)} | base64 -d > \"$t\"",
         f"if [ -f {p} ]; then chmod --reference={p} \"$t\"; chown --reference={p} \"$t\"; else chmod 644 \"$t\"; fi",
         "sync \"$t\" 2>/dev/null || true",
         f"mv -f \"$t\" {p}",
+        "t=",
         f"echo \"AFTER $(sha256sum {p} | cut -d' ' -f1)\"",
     ])
 

@@ -37,6 +37,10 @@ def compare(baseline: Mapping[str, Any], latest: Mapping[str, Any]) -> list[dict
         if a is None:
             rows.append({"host": host, "item": check, "kind": "not checked now", "before": b["verdict"], "after": ""})
             continue
+        if b["verdict"] == "skip" and a["verdict"] != "skip":
+            # not checked before (host unreached, not applicable): only a failure now is news
+            rows.append(_row(host, check, "regressed" if a["verdict"] == "fail" else "now checked", "skip", a))
+            continue
         rb, ra = _RANK.get(b["verdict"], 0), _RANK.get(a["verdict"], 0)
         if ra > rb:
             rows.append(_row(host, check, "regressed", b["verdict"], a))
@@ -71,7 +75,7 @@ def regressed(rows: Iterable[Mapping[str, Any]]) -> bool:
 
 def table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The drift rows as a table (regressions first)."""
-    order = {"regressed": 0, "fact changed": 1, "fixed": 2, "not checked now": 3}
+    order = {"regressed": 0, "fact changed": 1, "fixed": 2, "now checked": 3, "not checked now": 4}
     rows = sorted(rows, key=lambda r: (order.get(r["kind"], 9), r["host"], r["item"]))
     return pd.DataFrame(rows, columns=["host", "item", "kind", "before", "after"])
 

@@ -270,12 +270,14 @@ class Drain:
 
 def drain(conn: Any, host: str, *, reason: str, concurrency: int = 1, timeout: float = 300,
           on_timeout: str = "abort", retries: int = 1, reenable: bool = False,
-          block_migration: Any = "auto") -> Drain:
+          block_migration: Any = "auto", progress: Any = None) -> Drain:
     """Disable ``host``'s compute service, live-migrate every server away, verify each.
 
     At most ``concurrency`` migrations run at once (Nova's own
     ``max_concurrent_live_migrations`` is 1 per host by default); a failed one is retried
     ``retries`` times. The service is re-enabled at the end only if ``reenable``.
+    ``progress`` is a tqdm-like bar: its total grows by each attempt's servers, and it
+    advances as each migration settles.
     """
     d = Drain(host)
     service = api.compute_service(conn, host)
@@ -288,9 +290,16 @@ def drain(conn: Any, host: str, *, reason: str, concurrency: int = 1, timeout: f
         servers = [s for s in api.servers_on_host(conn, host) if s["status"] == "ACTIVE" and not s["task_state"]]
         if not servers:
             break
+        if progress is not None:
+            progress.total = (progress.total or 0) + len(servers)
+            progress.refresh()
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="runbook-drain") as pool:
-            results = list(pool.map(lambda s: migrate(conn, s, None, block_migration=block_migration,
-                                                      timeout=timeout, on_timeout=on_timeout), servers))
+            futures = [pool.submit(migrate, conn, s, None, block_migration=block_migration,
+                                   timeout=timeout, on_timeout=on_timeout) for s in servers]
+            if progress is not None:
+                for f in futures:
+                    f.add_done_callback(lambda _f: progress.update(1))
+            results = [f.result() for f in futures]
         for o in results:
             d.timeline.append({"t": o.end, "event": f"{o.server}: {'verified' if o.verified else o.status}"
                                + f" → {o.destination}" + (f" (attempt {attempt + 1})" if attempt else "")})
@@ -407,7 +416,15 @@ def drain_if(conn: Any, host: str, apply: bool, **kwargs: Any) -> Drain:
     """Drain the host when ``apply`` is true; otherwise an empty record."""
     if not apply:
         return Drain(host)
-    return drain(conn, host, **kwargs)
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return drain(conn, host, **kwargs)
+    bar = tqdm(total=0, desc=f"draining {host}", unit="server")
+    try:
+        return drain(conn, host, progress=bar, **kwargs)
+    finally:
+        bar.close()
 
 
 def drain_checks_if(d: Drain, apply: bool) -> list[Check]:

@@ -73,31 +73,76 @@ def host_facts(site: Site, host: Host, wanted: Settings) -> list[Fact]:
     return fs
 
 
-def gather(site: Site, targets: Iterable[Host] | None = None, wanted: Settings | None = None) -> dict[str, HostFacts]:
-    """Gather every preflight fact from ``targets`` (all hosts by default), in parallel."""
+def gather(site: Site, targets: Iterable[Host] | None = None, wanted: Settings | None = None,
+           progress: bool = False) -> dict[str, HostFacts]:
+    """Gather every preflight fact from ``targets`` (all hosts by default), in parallel.
+
+    With ``progress``, a tqdm bar (a widget in JupyterLab, text in a terminal) counts the
+    hosts' round trips as they end; the facts are the same either way.
+    """
     wanted = wanted or Settings()
     hosts = list(targets if targets is not None else site.hosts)
-    with Remote(site) as remote:
-        gathered = facts.gather_each(remote, {h.name: host_facts(site, h, wanted) for h in hosts})
-        second = cpu_compare_facts(site, gathered)
-        if second:
-            facts.merge(gathered, facts.gather_each(remote, second))
+    bar = _progress_bar(len(hosts)) if progress else None
+    tick = (lambda _result: bar.update(1)) if bar is not None else None
+    try:
+        with Remote(site) as remote:
+            gathered = facts.gather_each(remote, {h.name: host_facts(site, h, wanted) for h in hosts}, tick)
+            second = cpu_compare_facts(site, gathered)
+            if second:
+                if bar is not None:
+                    bar.set_description("comparing CPUs")
+                    bar.total += len(second)
+                    bar.refresh()
+                facts.merge(gathered, facts.gather_each(remote, second, tick))
+                spread_cpu_compares(gathered)
+    finally:
+        if bar is not None:
+            bar.close()
     return gathered
 
 
+def _progress_bar(total: int) -> "object | None":
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # a progress bar is a nicety, never a reason to fail
+        return None
+    return tqdm(total=total, desc="gathering facts", unit="host")
+
+
+def _cpu_key(xml: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(xml.encode()).hexdigest()[:12]
+
+
 def cpu_compare_facts(site: Site, gathered: Mapping[str, HostFacts]) -> dict[str, list[Fact]]:
-    """Second round: on each reached compute, compare every other compute's host CPU."""
+    """Second round: on each reached compute, compare the other computes' host CPUs.
+
+    Each distinct CPU definition is compared once per destination (a fleet of identical
+    hosts costs one ``virsh`` call per host, not one per pair).
+    """
     cpus = {n: hf.get("host_cpu") for n, hf in gathered.items() if hf.reached and hf.get("host_cpu") is not MISSING}
+    keys = {src: _cpu_key(cpu["xml"]) for src, cpu in cpus.items()}   # once per host, not per pair
     plan: dict[str, list[Fact]] = {}
     for dest, hf in gathered.items():
         if not hf.reached or not site.host(dest).is_compute or hf.get("host_cpu") is MISSING:
             continue
         conf = hf.get("nova_conf")
         virt_type = option(conf, "libvirt", "virt_type", "kvm") if conf is not MISSING else "kvm"
-        fs = [lv.cpu_compare(cpu["xml"], virt_type, f"cpu_compare:{src}") for src, cpu in cpus.items() if src != dest]
-        if fs:
-            plan[dest] = fs
+        distinct = {keys[src]: cpu["xml"] for src, cpu in cpus.items() if src != dest}
+        if distinct:
+            plan[dest] = [lv.cpu_compare(xml, virt_type, f"cpu_xml:{key}") for key, xml in distinct.items()]
     return plan
+
+
+def spread_cpu_compares(gathered: Mapping[str, HostFacts]) -> None:
+    """Give each destination one ``cpu_compare:<source>`` fact per source, from the distinct compares."""
+    cpus = {n: hf.get("host_cpu") for n, hf in gathered.items() if hf.reached and hf.get("host_cpu") is not MISSING}
+    keys = {src: f"cpu_xml:{_cpu_key(cpu['xml'])}" for src, cpu in cpus.items()}   # once per host
+    for dest, hf in gathered.items():
+        for src, key in keys.items():
+            if src != dest and key in hf.values:
+                hf.values[f"cpu_compare:{src}"] = hf.values[key]
 
 
 def facts_table(gathered: Mapping[str, HostFacts]) -> pd.DataFrame:

@@ -91,3 +91,24 @@ def read_summary(notebook: Any) -> dict[str, Any] | None:
             if SUMMARY_MIME in data:
                 found = data[SUMMARY_MIME]
     return found
+
+
+class Warnings(list):
+    """Warnings a notebook must not let anyone miss: a red banner in HTML, WARNING lines in text."""
+
+    def _repr_html_(self) -> str:
+        import html
+
+        if not self:
+            return "<p>No warnings.</p>"
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in self)
+        return ('<div style="border:3px solid #c00;background:#fee;padding:8px;font-weight:bold">'
+                f"&#9888; WARNING<ul>{items}</ul></div>")
+
+    def __repr__(self) -> str:
+        return "\n".join(f"WARNING: {w}" for w in self) or "No warnings."
+
+
+def warnings(items: Iterable[str]) -> Warnings:
+    """Show ``items`` as a prominent warning banner."""
+    return Warnings(items)

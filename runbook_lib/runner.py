@@ -122,9 +122,9 @@ def run(
     ------
     ParamsError, RunError
         Before anything ran: invalid parameters or an unknown phase. Nothing is archived.
+    LockedError
+        Another run is changing the same site.
     """
-    import papermill
-
     overrides = dict(overrides or {})
     notebook = find_notebook(phase, notebooks)
     phase_name = notebook.stem
@@ -134,6 +134,23 @@ def run(
     parameters = {**site.as_parameters(), **overrides}
 
     root = archive_root or archive.default_root(site.archive_dir)
+    held = None
+    if "apply" in declared and overrides.get("apply") in (True, "true", "True", 1):
+        from . import lock
+
+        held = lock.acquire(root, site.name, phase_name)  # one changing run per site at a time
+    try:
+        return _run(notebook, phase_name, site, params_file, overrides, parameters, root, log_output,
+                    held.took_over if held else None)
+    finally:
+        if held:
+            held.release()
+
+
+def _run(notebook: Path, phase_name: str, site: params.Site, params_file: Any, overrides: dict,
+         parameters: dict, root: Path, log_output: bool, lock_note: str | None) -> RunOutcome:
+    import papermill
+
     started = archive.utc_now()
     run_dir = archive.new_run_dir(root, phase_name, site.name, started)
     archive.write_text(
@@ -192,6 +209,7 @@ def run(
         "changes": (published or {}).get("changes") or [],
         "warnings": (published or {}).get("warnings") or [],
         "error": error,
+        "lock": lock_note,
         "drift": drift_info,
         "facts": (published or {}).get("facts") or {},
         "params_file": str(Path(params_file).resolve()),

@@ -44,7 +44,7 @@ HEALTHY = [
 def sshd_site(tmp_path_factory: pytest.TempPathFactory):
     """The STANDARD site's sshd hosts, running for the module."""
     _need_root()
-    hosts = sshd_hosts.start(tmp_path_factory.mktemp("sshd"), STANDARD, port=22022)
+    hosts = sshd_hosts.start(tmp_path_factory.mktemp("sshd"), STANDARD)
     yield hosts
     hosts.stop()
 
@@ -53,6 +53,6 @@ def sshd_site(tmp_path_factory: pytest.TempPathFactory):
 def healthy_site(tmp_path_factory: pytest.TempPathFactory):
     """The HEALTHY site's sshd hosts, running for the module."""
     _need_root()
-    hosts = sshd_hosts.start(tmp_path_factory.mktemp("sshd-ok"), HEALTHY, port=22023, site="healthy")
+    hosts = sshd_hosts.start(tmp_path_factory.mktemp("sshd-ok"), HEALTHY, site="healthy")
     yield hosts
     hosts.stop()

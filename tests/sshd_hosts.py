@@ -94,8 +94,34 @@ def _write_etc(d: Path, spec: HostSpec, specs: list[HostSpec]) -> None:
     (etc / "group").write_text("\n".join(group) + "\n")
 
 
-def start(root: Path, specs: list[HostSpec], port: int = 22022, site: str = "testsite") -> SshdHosts:
-    """Start one sshd per spec under ``root`` and write ``root/params.yaml``."""
+def free_port(addresses: list[str]) -> int:
+    """A TCP port free on every address (so that concurrent test runs never meet)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        socks = []
+        try:
+            for a in addresses:
+                s = socket.socket()
+                socks.append(s)
+                s.bind((a, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port for the sshd test hosts")
+
+
+def start(root: Path, specs: list[HostSpec], port: int | None = None, site: str = "testsite") -> SshdHosts:
+    """Start one sshd per spec under ``root`` and write ``root/params.yaml``.
+
+    The port is chosen free on every address unless given.
+    """
+    if port is None:
+        port = free_port([s.address for s in specs])
     if not Path(SSHD).exists():
         raise RuntimeError("openssh-server is not installed (apt-get install openssh-server)")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
@@ -141,6 +167,10 @@ def start(root: Path, specs: list[HostSpec], port: int = 22022, site: str = "tes
         for spec in specs:
             if not spec.down:
                 _wait_port(spec.address, port, spec.name, root / spec.name / "sshd.log")
+                # the port answering is not enough: it must be our sshd (still alive)
+                if os.waitpid(hosts.pids[spec.name], os.WNOHANG)[0]:
+                    del hosts.pids[spec.name]
+                    raise RuntimeError(f"sshd for {spec.name} exited: {(root / spec.name / 'sshd.log').read_text()[-500:]}")
         params = {
             "site": site,
             "management_cidr": "127.0.0.0/8",

@@ -220,3 +220,20 @@ def test_settings_are_validated():
         preflight.settings("udp")
     with pytest.raises(ParamsError, match="key 'nfs_server'.*unknown host 'nas'"):
         preflight.settings("tls", "nfs", "nas", SITE)
+
+
+def test_cpu_comparisons_are_made_once_per_distinct_cpu_and_spread_to_every_pair():
+    g = good()
+    for n in ("compute1", "compute2"):
+        g[n].values["host_cpu"] = {"model": "kvm64", "xml": "<cpu><model>kvm64</model></cpu>\n"}
+    site3 = params.from_mapping({**{k: v for k, v in SITE.as_parameters().items() if v is not None},
+                                 "hosts": SITE.as_parameters()["hosts"] + [{"name": "compute3", "role": "compute", "address": "198.18.0.13"}]})
+    g["compute3"] = HostFacts("compute3", dict(g["compute2"].values), duration=0.1)
+    plan = preflight.cpu_compare_facts(site3, g)
+    assert {h: len(fs) for h, fs in plan.items()} == {"compute1": 1, "compute2": 1, "compute3": 1}
+    (fact,) = plan["compute1"]
+    for n in ("compute1", "compute2", "compute3"):
+        g[n].values[fact.name] = {"result": "identical", "reason": ""}
+    preflight.spread_cpu_compares(g)
+    assert g["compute1"].values["cpu_compare:compute2"] == g["compute1"].values["cpu_compare:compute3"] == {"result": "identical", "reason": ""}
+    assert "cpu_compare:compute1" not in g["compute1"].values

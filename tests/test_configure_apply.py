@@ -95,6 +95,8 @@ def test_the_configure_notebook_plans_without_changing_anything(sshd_site, tmp_p
     s = json.loads((d / "summary.json").read_text())
     assert s["files_changed"] == [] and s["status"] == "ok"
     assert any("INSECURE LAB TRANSPORT" in w for w in s["warnings"])
+    html = (d / "notebook.html").read_text()
+    assert "⚠ WARNING<ul><li>INSECURE LAB TRANSPORT" in html  # a banner nobody misses
     planned = {(c["host"], c.get("path")) for c in s["changes"] if c["status"] == "planned"}
     assert ("compute2", "/etc/hosts") in planned  # compute2 cannot resolve compute1: the fix is planned
     nb = nbformat.read(d / "notebook.ipynb", as_version=4)

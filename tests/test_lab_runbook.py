@@ -178,3 +178,27 @@ def test_rollback_restores_byte_identical_files(the_lab, site, archive, pristine
     assert proc.returncode == 0, proc.stdout + proc.stderr
     now = checksums(site)
     assert now == pristine
+
+
+def test_a_foreign_cpu_is_judged_by_real_libvirt(site):
+    """The lab's computes share one CPU, so a recorded foreign one (libvirt's own test data: a
+    Xeon E5-2630 host CPU) is compared on a lab compute by real libvirt, as Nova would."""
+    from runbook_lib import facts
+    from runbook_lib.facts import libvirt as lv
+
+    xml = (Path(__file__).parent / "data" / "recorded" / "x86-cpuid-Xeon-E5-2630-host.xml").read_text()
+    own = lv.host_cpu()
+    with Remote(site) as r:
+        got = facts.gather(r, [lv.cpu_compare(xml, "kvm", "foreign_kvm"), lv.cpu_compare(xml, "qemu", "foreign_qemu"), own],
+                           ["compute1"])["compute1"]
+        mine = got.get("host_cpu")
+        same = facts.gather(r, [lv.cpu_compare(mine["xml"], "qemu", "own_qemu")], ["compute2"])["compute2"]
+    kvm, qemu = got.get("foreign_kvm"), got.get("foreign_qemu")
+    assert kvm["result"] in ("incompatible", "error") and kvm["reason"], got.raw["foreign_kvm"]
+    assert qemu["result"] in ("incompatible", "error", "superset", "identical"), got.raw["foreign_qemu"]
+    assert same.get("own_qemu")["result"] in ("identical", "superset"), same.raw
+    if os.environ.get("RUNBOOK_RECORD"):
+        out = Path(__file__).parent / "data" / "recorded"
+        for name in ("foreign_kvm", "foreign_qemu"):
+            (out / f"lab-hypervisor-cpu-compare-{name}.txt").write_text(got.raw[name])
+        (out / "lab-hypervisor-cpu-compare-own.txt").write_text(same.raw["own_qemu"])

@@ -27,7 +27,7 @@ def test_every_host_answers_for_itself_and_a_dead_one_does_not_hide_them(sshd_si
     assert res["controller"].stdout.split() == ["controller", "64060"]
     assert res["compute2"].stdout.split() == ["compute2", "64061"]
     assert res["compute3"].exit_code is None and not res["compute3"].reached
-    assert "cannot connect to 127.0.0.14:22022" in res["compute3"].error
+    assert f"cannot connect to 127.0.0.14:{sshd_site.port}" in res["compute3"].error
     assert "Connection refused" in res["compute3"].error
 
 
@@ -64,7 +64,7 @@ def test_unknown_host_key_is_rejected(sshd_site, tmp_path):
         res = r.run("true", ["controller", "compute1"])
     assert res["controller"].ok
     assert not res["compute1"].reached
-    assert "host key of [127.0.0.12]:22022" in res["compute1"].error and str(kh) in res["compute1"].error
+    assert f"host key of [127.0.0.12]:{sshd_site.port}" in res["compute1"].error and str(kh) in res["compute1"].error
 
 
 def test_changed_host_key_is_refused_as_a_possible_impostor(sshd_site, tmp_path):
@@ -72,7 +72,7 @@ def test_changed_host_key_is_refused_as_a_possible_impostor(sshd_site, tmp_path)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     pub = Path(f"{other}.pub").read_text().split()
     kh = tmp_path / "known_hosts"
-    kh.write_text(f"[127.0.0.12]:22022 {pub[0]} {pub[1]}\n")
+    kh.write_text(f"[127.0.0.12]:{sshd_site.port} {pub[0]} {pub[1]}\n")
     with Remote(site_of(sshd_site, known_hosts=str(kh))) as r:
         res = r.run_one("compute1", "true")
     assert "MISMATCH" in res.error and "refusing" in res.error

@@ -50,7 +50,7 @@ def standard_run(sshd_site, tmp_path_factory):
     return proc, arc
 
 
-def test_problems_found_exit_1_and_a_complete_archive(standard_run):
+def test_problems_found_exit_1_and_a_complete_archive(standard_run, sshd_site):
     proc, arc = standard_run
     assert proc.returncode == 1, proc.stderr
     (d,) = run_dirs(arc)
@@ -68,7 +68,7 @@ def test_problems_found_exit_1_and_a_complete_archive(standard_run):
     assert start.tzinfo is not None and end >= start and s["duration_s"] > 0
     assert yaml.safe_load((d / "parameters.yaml").read_text())["site"] == "testsite"
     html = (d / "notebook.html").read_text()
-    assert "Readiness matrix" in html and "compute3: cannot connect to 127.0.0.14:22022" in html
+    assert "Readiness matrix" in html and f"compute3: cannot connect to 127.0.0.14:{sshd_site.port}" in html
 
 
 def test_executed_notebook_records_parameters_and_the_matrix(standard_run, sshd_site):

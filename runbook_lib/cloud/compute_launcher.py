@@ -7,14 +7,21 @@ reads ``[rblab_fake_driver] vcpus/memory_mb/local_gb`` from the config files it 
 ignores that section), sets those attributes, and runs Nova's own ``nova-compute`` entry point
 with the same arguments.
 
+With ``compute_driver = libvirt.LibvirtDriver`` the fake driver's sizes do not matter; the
+libvirt Python bindings (Debian's ``python3-libvirt``, unpacked into the lab's share, which every
+lab host sees at ``/usr/local/lib/rblab/python``) are put at the end of ``sys.path`` when the venv
+has none of its own.
+
 Runs under the services venv's Python only (no ``runbook_lib`` import).
 """
 
 import configparser
 import sys
 
+LIBVIRT_PYTHON = "/usr/local/lib/rblab/python"
 
-def _sizes(argv: list[str]) -> dict[str, int]:
+
+def _config(argv: list[str]) -> configparser.RawConfigParser:
     files = [a.split("=", 1)[1] for a in argv if a.startswith("--config-file=")]
     files += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config-file"]
     parser = configparser.RawConfigParser(strict=False)   # repeated keys are fine in nova.conf
@@ -23,6 +30,15 @@ def _sizes(argv: list[str]) -> dict[str, int]:
             parser.read(name)
         except configparser.Error:
             continue        # oslo.config accepts more than configparser; Nova will judge it
+    return parser
+
+
+def _driver(argv: list[str]) -> str:
+    return _config(argv).defaults().get("compute_driver", "")
+
+
+def _sizes(argv: list[str]) -> dict[str, int]:
+    parser = _config(argv)
     if not parser.has_section("rblab_fake_driver"):
         return {}
     return {key: parser.getint("rblab_fake_driver", key)
@@ -31,6 +47,12 @@ def _sizes(argv: list[str]) -> dict[str, int]:
 
 
 def main() -> int:
+    import importlib.util
+
+    # find_spec, not import: Nova imports libvirt itself, after its eventlet monkey-patching
+    if (_driver(sys.argv[1:]).startswith("libvirt.")
+            and importlib.util.find_spec("libvirt") is None):
+        sys.path.append(LIBVIRT_PYTHON)
     from nova.cmd import compute   # first: applies Nova's eventlet monkey-patching decision
     from nova.virt import fake
 

@@ -145,3 +145,63 @@ def ensure_debian_packages(*, echo: Echo = print) -> list[str]:
     except Exception as exc:
         raise CloudPrerequisiteError(f"could not install {', '.join(missing)}: {exc}") from exc
     return missing
+
+
+#: Debian's libvirt bindings for nova-compute's libvirt driver (``import libvirt``).  The services
+#: venv does not carry them: PyPI has libvirt-python as source only (a C build against the
+#: libvirt headers), while Debian ships them built for the very Python 3.11 and libvirt 9.0 of
+#: both this machine and the lab's rootfs.
+LIBVIRT_PYTHON_PACKAGE = "python3-libvirt"
+LIBVIRT_PYTHON_DIR = "libvirt-python"
+
+
+def ensure_libvirt_python(cache_dir: Path, *, echo: Echo = print) -> Path:
+    """Unpack Debian's ``python3-libvirt`` modules into ``<cache_dir>/libvirt-python`` (once).
+
+    The package is downloaded and unpacked, never installed: the lab's nova-compute launcher
+    puts this directory on ``sys.path`` when it runs the libvirt driver.
+
+    Returns
+    -------
+    Path
+        The directory holding ``libvirt.py`` and ``libvirtmod*.so``.
+
+    Raises
+    ------
+    CloudPrerequisiteError
+        When apt cannot download the package.
+    """
+    import tempfile
+
+    target = cache_dir / LIBVIRT_PYTHON_DIR
+    if (target / "libvirt.py").exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f".{LIBVIRT_PYTHON_DIR}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "libvirt.py").exists():
+            return target
+        echo(f"fetching {LIBVIRT_PYTHON_PACKAGE} for nova-compute's libvirt driver (one time)")
+        with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+            Path(tmp).chmod(0o777)            # apt's download sandbox user writes here
+            proc = subprocess.run(["apt-get", "download", "-q", LIBVIRT_PYTHON_PACKAGE],
+                                  cwd=tmp, capture_output=True, text=True, timeout=600)
+            debs = list(Path(tmp).glob("*.deb"))
+            if not debs:
+                raise CloudPrerequisiteError(f"apt-get download {LIBVIRT_PYTHON_PACKAGE} failed: "
+                                             f"{(proc.stderr or proc.stdout).strip()[-300:]}")
+            unpacked = Path(tmp) / "x"
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True,
+                           timeout=120)
+            build = Path(tmp) / "out"
+            build.mkdir()
+            for module in (unpacked / "usr/lib/python3/dist-packages").glob("libvirt*"):
+                if module.is_file():
+                    shutil.copy2(module, build / module.name)
+                    (build / module.name).chmod(0o644)
+            if not (build / "libvirt.py").exists():
+                raise CloudPrerequisiteError(f"{LIBVIRT_PYTHON_PACKAGE} holds no libvirt.py")
+            build.chmod(0o755)
+            shutil.rmtree(target, ignore_errors=True)
+            build.rename(target)
+    return target

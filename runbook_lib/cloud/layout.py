@@ -37,6 +37,24 @@ IMAGE_NAME = "cirros-fake"
 FLAVORS = (("m1.tiny", 1, 512, 1), ("m1.small", 1, 2048, 5), ("m1.medium", 2, 4096, 10),
            ("m1.large", 3, 6144, 10))
 
+#: Virt drivers a lab cloud's computes can run: Nova's fake driver (the default) or the libvirt
+#: driver against each compute's own libvirtd (QEMU TCG: ``[libvirt] virt_type = qemu``).
+VIRT_DRIVERS = ("fake", "libvirt")
+#: The bootable guest the Glance stand-in serves when the computes run the libvirt driver: the
+#: lab's guest kernel and busybox initramfs as kernel/ramdisk images, and a small raw machine
+#: image whose ``kernel_id``/``ramdisk_id`` properties point at them (Nova boots the kernel
+#: directly; the root disk it makes from the machine image stays unused by the guest).
+GUEST_IMAGE_ID = "8d1f5c2e-7a4b-4e0c-9c1d-2b7e5a9f3c11"
+GUEST_KERNEL_ID = "8d1f5c2e-7a4b-4e0c-9c1d-2b7e5a9f3c12"
+GUEST_RAMDISK_ID = "8d1f5c2e-7a4b-4e0c-9c1d-2b7e5a9f3c13"
+GUEST_IMAGE_NAME = "rblab-guest"
+#: The guest's kernel command line (Nova's default adds ``root=/dev/vda``, which it ignores)
+GUEST_CMDLINE = "console=ttyS0 quiet panic=-1"
+#: Size of the (all-zero) raw machine image
+GUEST_DISK_BYTES = 1024 * 1024
+#: The flavor that fits the guest: 1 vCPU, 128 MiB, a 1 GB root disk (a sparse qcow2 overlay)
+GUEST_FLAVOR = ("rblab.guest", 1, 128, 1)
+
 
 @dataclass(frozen=True)
 class ComputeSize:

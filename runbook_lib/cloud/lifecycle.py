@@ -36,8 +36,11 @@ from typing import Any
 from runbook_lib.cloud import config, install, procs
 from runbook_lib.cloud.compute import ComputeTarget, LabCompute, LocalCompute
 from runbook_lib.cloud.errors import CloudError, CloudPrerequisiteError, CloudStartError
-from runbook_lib.cloud.layout import (CLOUD_NAME, DEFAULT_SIZES, FLAVORS, IMAGE_ID, REGION,
-                                      CloudPaths, CloudPlan, ComputeSize, default_venv, size_for)
+from runbook_lib.cloud.layout import (CLOUD_NAME, DEFAULT_SIZES, FLAVORS, GUEST_CMDLINE,
+                                      GUEST_DISK_BYTES, GUEST_FLAVOR, GUEST_IMAGE_ID,
+                                      GUEST_IMAGE_NAME, GUEST_KERNEL_ID, GUEST_RAMDISK_ID,
+                                      IMAGE_ID, REGION, VIRT_DRIVERS, CloudPaths, CloudPlan,
+                                      ComputeSize, default_venv, size_for)
 from runbook_lib.lab.layout import resolve_cache_dir, resolve_lab_dir
 from runbook_lib.lab.state import alive
 from runbook_lib.lab.util import write_atomic, write_json
@@ -65,6 +68,11 @@ class CloudInfo:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     image_id: str = IMAGE_ID
+    #: ``fake`` or ``libvirt``: the virt driver of the computes' nova-compute
+    virt_driver: str = "fake"
+    #: With the libvirt driver: the bootable guest image (kernel + ramdisk) and its flavor
+    guest_image_id: str | None = None
+    guest_flavor: str | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -170,7 +178,8 @@ class _Starter:
 # ------------------------------------------------------------------------------------------ up
 def up(lab_dir: str | os.PathLike[str] | None = None, *, local_computes: int = 0,
        sizes: Sequence[ComputeSize] = DEFAULT_SIZES, cache_dir: str | os.PathLike[str] | None = None,
-       install_missing: bool = True, echo: Echo = print) -> CloudInfo:
+       install_missing: bool = True, virt_driver: str | None = None,
+       echo: Echo = print) -> CloudInfo:
     """Bring the lab's cloud up (or find it up already).
 
     Parameters
@@ -189,6 +198,13 @@ def up(lab_dir: str | os.PathLike[str] | None = None, *, local_computes: int = 0
         ``<lab_dir>/cache``; ``$RUNBOOK_CLOUD_VENV`` overrides the venv's place).
     install_missing
         Install RabbitMQ/MariaDB (Debian) and the services venv (PyPI) when missing.
+    virt_driver
+        ``"fake"`` (default for a new cloud): Nova's fake driver, sized by ``sizes``.
+        ``"libvirt"``: each lab compute's nova-compute drives that host's libvirtd (QEMU TCG),
+        and the Glance stand-in serves a bootable guest (the lab guest's kernel and initramfs as
+        kernel/ramdisk images, :data:`~runbook_lib.cloud.layout.GUEST_IMAGE_ID`) with the flavor
+        ``rblab.guest``.  Needs a lab up in ``lab_dir``.  ``None``: whatever the running cloud
+        has, else ``"fake"``.
     echo
         Progress messages go here (never a secret).
 
@@ -214,9 +230,17 @@ def up(lab_dir: str | os.PathLike[str] | None = None, *, local_computes: int = 0
         state = _read_state(paths)
         found = _inspect(paths, state)
         if found.state == "up" and state is not None:
+            running = state.get("virt_driver", "fake")
+            if virt_driver is not None and virt_driver != running:
+                raise CloudError(f"a cloud with the {running} virt driver is up in "
+                                 f"{paths.lab_dir}; take it down before asking for {virt_driver}")
             echo(f"cloud already up in {paths.lab_dir} ({state['listen']}); nothing to do. "
                  f"clouds.yaml: {paths.clouds_yaml}")
             return _info(paths, state, True, time.monotonic() - started, {})
+        virt_driver = virt_driver or "fake"
+        if virt_driver not in VIRT_DRIVERS:
+            raise CloudError(f"virt_driver must be one of {', '.join(VIRT_DRIVERS)}, "
+                             f"not {virt_driver!r}")
         if state is not None:
             echo(f"clearing leftovers of an earlier cloud in {paths.root}")
             _teardown(paths, state, echo)
@@ -226,10 +250,12 @@ def up(lab_dir: str | os.PathLike[str] | None = None, *, local_computes: int = 0
         elif not install.venv_ready(paths.venv):
             raise CloudPrerequisiteError(f"no services venv at {paths.venv}; run with "
                                          "installs allowed once")
-        targets = _compute_targets(paths, local_computes, tuple(sizes))
+        targets = _compute_targets(paths, local_computes, tuple(sizes), virt_driver)
         state = {}
         try:
-            state, timings = _start(paths, targets, echo)
+            from runbook_lib.lab.layout import LabPaths
+            guest_dir = LabPaths(paths.lab_dir, resolve_cache_dir(paths.lab_dir, cache_dir)).guest
+            state, timings = _start(paths, targets, echo, virt_driver, guest_dir)
         except BaseException:
             echo("cloud up did not complete; stopping what it started")
             _teardown(paths, _read_state(paths) or state or None, lambda _m: None)
@@ -243,26 +269,63 @@ def up(lab_dir: str | os.PathLike[str] | None = None, *, local_computes: int = 0
 
 def _info(paths: CloudPaths, state: dict[str, Any], already: bool, seconds: float,
           timings: dict[str, float]) -> CloudInfo:
+    libvirt = state.get("virt_driver", "fake") == "libvirt"
     return CloudInfo(paths.lab_dir, paths.clouds_yaml, CLOUD_NAME, state["listen"],
                      state["auth_url"], tuple(c["name"] for c in state["computes"]), paths.venv,
-                     already, seconds, timings)
+                     already, seconds, timings, virt_driver=state.get("virt_driver", "fake"),
+                     guest_image_id=GUEST_IMAGE_ID if libvirt else None,
+                     guest_flavor=GUEST_FLAVOR[0] if libvirt else None)
 
 
-def _compute_targets(paths: CloudPaths, local_computes: int,
-                     sizes: tuple[ComputeSize, ...]) -> tuple[str, list[ComputeTarget]]:
+def _compute_targets(paths: CloudPaths, local_computes: int, sizes: tuple[ComputeSize, ...],
+                     virt_driver: str = "fake") -> tuple[str, list[ComputeTarget]]:
     """The listen address and the computes: the lab's hosts if a lab is up, else local ones."""
     lab = _lab_state(paths)
     if lab is not None:
         hosts = [h for h in lab["hosts"] if h["role"] == "compute"]
         return lab["bridge_address"], [
-            LabCompute(h["name"], h["address"], size_for(i, sizes), lab["mode"], paths)
+            LabCompute(h["name"], h["address"], size_for(i, sizes), lab["mode"], paths,
+                       virt_driver)
             for i, h in enumerate(hosts, start=1)]
+    if virt_driver != "fake":
+        raise CloudPrerequisiteError(f"the {virt_driver} virt driver needs a lab up in "
+                                     f"{paths.lab_dir} (its computes run libvirtd)")
     return "127.0.0.1", [LocalCompute(f"compute{i}", "127.0.0.1", size_for(i, sizes), paths)
                          for i in range(1, local_computes + 1)]
 
 
+def _guest_images(paths: CloudPaths, guest: Path) -> Path:
+    """Describe the bootable guest for the Glance stand-in; returns the images JSON file.
+
+    The kernel and initramfs are the lab's cached guest (``<cache>/guest``); the machine image
+    is a small all-zero raw disk in the cloud's data directory.
+    """
+    kernel, initrd = guest / "vmlinuz", guest / "initrd.gz"
+    if not (kernel.exists() and initrd.exists()):
+        raise CloudPrerequisiteError(f"the lab guest's kernel and initramfs are missing in "
+                                     f"{guest}; bring the lab up first")
+    disk = paths.data / "images" / "rblab-guest-disk.raw"
+    disk.parent.mkdir(parents=True, exist_ok=True)
+    with open(disk, "wb") as handle:
+        handle.truncate(GUEST_DISK_BYTES)
+    images = [
+        {"id": GUEST_KERNEL_ID, "name": f"{GUEST_IMAGE_NAME}-kernel", "disk_format": "aki",
+         "container_format": "aki", "file": str(kernel), "properties": {}},
+        {"id": GUEST_RAMDISK_ID, "name": f"{GUEST_IMAGE_NAME}-ramdisk", "disk_format": "ari",
+         "container_format": "ari", "file": str(initrd), "properties": {}},
+        {"id": GUEST_IMAGE_ID, "name": GUEST_IMAGE_NAME, "disk_format": "raw",
+         "container_format": "bare", "file": str(disk),
+         "properties": {"kernel_id": GUEST_KERNEL_ID, "ramdisk_id": GUEST_RAMDISK_ID,
+                        "os_command_line": GUEST_CMDLINE, "hw_machine_type": "pc"}},
+    ]
+    target = paths.etc / "images.json"
+    write_atomic(target, json.dumps(images, indent=1) + "\n", 0o600)
+    return target
+
+
 def _start(paths: CloudPaths, targets: tuple[str, list[ComputeTarget]],
-           echo: Echo) -> tuple[dict[str, Any], dict[str, float]]:
+           echo: Echo, virt_driver: str = "fake",
+           guest_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, float]]:
     listen, computes = targets
     shutil.rmtree(paths.root, ignore_errors=True)
     for directory in (paths.etc, paths.log, paths.run, paths.data / "nova/locks",
@@ -278,7 +341,7 @@ def _start(paths: CloudPaths, targets: tuple[str, list[ComputeTarget]],
     state: dict[str, Any] = {
         "version": 1, "phase": "starting", "listen": listen, "auth_url": plan.url("keystone") + "/v3",
         "epmd_port": plan.epmd_port, "dist_port": plan.dist_port, "processes": {},
-        "computes": [c.record() for c in computes],
+        "computes": [c.record() for c in computes], "virt_driver": virt_driver,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(paths.state, state)           # from here on, everything started is on record
@@ -303,9 +366,10 @@ def _start(paths: CloudPaths, targets: tuple[str, list[ComputeTarget]],
         s.mark("placement db synced")
         _start_gunicorn(paths, plan, s, "placement", "placement()",
                         {"OS_PLACEMENT_CONFIG_DIR": str(paths.etc)})
+        images = [str(_guest_images(paths, guest_dir))] if virt_driver == "libvirt" else []
         s.start("standins", [str(paths.venv / "bin/python"), str(paths.etc / "standins.py"),
                              listen, str(plan.ports["glance"]), str(plan.ports["neutron"]),
-                             str(paths.log / "standins-requests.log")])
+                             str(paths.log / "standins-requests.log"), *images])
         s.wait("keystone", procs.http_answers(plan.url("keystone") + "/v3"))
         _register(paths, plan, secrets)
         s.mark("services registered")
@@ -339,7 +403,7 @@ def _start(paths: CloudPaths, targets: tuple[str, list[ComputeTarget]],
               "discover_hosts"], paths.log / "setup-nova.log")
         _wait_hypervisors(conn, [c.name for c in computes], paths, s)
         s.mark("hypervisors in placement")
-    api.ensure_flavors(conn, FLAVORS)
+    api.ensure_flavors(conn, FLAVORS + ((GUEST_FLAVOR,) if virt_driver == "libvirt" else ()))
     state["phase"] = "up"
     write_json(paths.state, state)
     s.mark("cloud ready")
@@ -503,7 +567,8 @@ def _wait_hypervisors(conn: Any, names: list[str], paths: CloudPaths, s: _Starte
 def _compute_from_record(record: dict[str, Any], paths: CloudPaths) -> ComputeTarget:
     size = ComputeSize(*record["size"])
     if record["kind"] == "lab":
-        return LabCompute(record["name"], record["address"], size, record["mode"], paths)
+        return LabCompute(record["name"], record["address"], size, record["mode"], paths,
+                          record.get("virt_driver", "fake"))
     return LocalCompute(record["name"], record["address"], size, paths)
 
 

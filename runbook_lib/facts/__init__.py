@@ -130,10 +130,14 @@ def gather(
     return {name: parse_batch(name, facts, r) for name, r in results.items()}
 
 
-def gather_each(remote: Remote, facts_per_host: Mapping[str, Iterable[Fact]]) -> dict[str, HostFacts]:
-    """Gather a different list of facts from each host, one SSH round trip per host."""
+def gather_each(remote: Remote, facts_per_host: Mapping[str, Iterable[Fact]],
+                on_result: Callable[[Any], None] | None = None) -> dict[str, HostFacts]:
+    """Gather a different list of facts from each host, one SSH round trip per host.
+
+    ``on_result`` is called as each host's round trip ends (see ``Remote.run_each``).
+    """
     lists = {name: list(fs) for name, fs in facts_per_host.items()}
-    results = remote.run_each({name: batch_script(fs) for name, fs in lists.items()})
+    results = remote.run_each({name: batch_script(fs) for name, fs in lists.items()}, on_result=on_result)
     return {name: parse_batch(name, lists[name], r) for name, r in results.items()}
 
 

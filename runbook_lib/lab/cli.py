@@ -34,7 +34,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     net = args.net or (current.net if running else DEFAULT_NET)
     lifecycle.up(computes=computes, mode=mode, net=net, lab_dir=args.lab_dir,
                  cache_dir=args.cache_dir, cloud=not args.no_cloud,
-                 compute_sizes=args.compute_size or None)
+                 compute_sizes=args.compute_size or None, virt_driver=args.virt_driver)
     return 0
 
 
@@ -128,6 +128,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up_p.add_argument("--no-cloud", action="store_true",
                       help="skip the lab's cloud (Keystone, Placement, Nova; nova-compute on the "
                            "computes; LAB_DIR/clouds.yaml)")
+    up_p.add_argument("--virt-driver", choices=("fake", "libvirt"), default=None,
+                      help="the computes' nova-compute driver: fake (default) or libvirt (real "
+                           "QEMU TCG guests in each compute's libvirtd; a bootable guest image "
+                           "and the flavor rblab.guest)")
     up_p.add_argument("--compute-size", action="append", default=[], metavar="VCPUS:MEMORY_MB",
                       type=_compute_size,
                       help="what compute1, compute2, ... report to Nova (repeatable; default "

@@ -168,6 +168,13 @@ def nspawn_host(cfg: dict) -> None:
         (root / "var/lib/nova").mkdir(parents=True, exist_ok=True)
         bind(str(nova_dir), str(root / "var/lib/nova"))
     seed(root, cfg, chroot=True)
+    # nspawn hands the host a ready overlay root: remounting it per fstab adds nothing, and under
+    # heavy load systemd-remount-fs.service was seen failing, leaving the host 'degraded'
+    mask = root / "etc/systemd/system/systemd-remount-fs.service"
+    if not mask.is_symlink():
+        mask.parent.mkdir(parents=True, exist_ok=True)
+        mask.unlink(missing_ok=True)
+        mask.symlink_to("/dev/null")
     if cfg["role"] == "controller":
         sh("umount", str(root / "var/lib/nova"))    # nspawn binds it again inside
     env = dict(os.environ)

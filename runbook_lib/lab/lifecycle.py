@@ -142,10 +142,27 @@ def _cloud_prepare(paths: LabPaths, echo: Echo) -> None:
     install.ensure_venv(_cloud_venv(paths), echo=echo)
 
 
-def _cloud_up(paths: LabPaths, compute_sizes: Any, echo: Echo) -> None:
+def _cloud_up(paths: LabPaths, compute_sizes: Any, echo: Echo,
+              virt_driver: str | None = None) -> None:
     from runbook_lib import cloud
     kwargs = {"sizes": tuple(compute_sizes)} if compute_sizes else {}
-    cloud.up(paths.root, cache_dir=paths.cache, echo=echo, **kwargs)
+    if virt_driver == "libvirt":
+        _share_libvirt_python(paths, echo)
+    cloud.up(paths.root, cache_dir=paths.cache, echo=echo, virt_driver=virt_driver, **kwargs)
+
+
+def _share_libvirt_python(paths: LabPaths, echo: Echo) -> None:
+    """Debian's libvirt Python bindings into the share (hosts: /usr/local/lib/rblab/python)."""
+    from runbook_lib.cloud import install
+    source = install.ensure_libvirt_python(paths.cache, echo=echo)
+    target = paths.share / "python"
+    if (target / "libvirt.py").exists():
+        return
+    staging = paths.share / ".python.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    staging.chmod(0o755)
+    staging.rename(target)
 
 
 def _params_name_the_cloud(paths: LabPaths) -> None:
@@ -170,7 +187,8 @@ def _cloud_down(paths: LabPaths, echo: Echo) -> None:
 def up(computes: int = 2, mode: str = "nspawn", net: str = DEFAULT_NET,
        lab_dir: str | os.PathLike[str] | None = None, *,
        cache_dir: str | os.PathLike[str] | None = None, install: bool = True,
-       cloud: bool = True, compute_sizes: Any = None, echo: Echo = print) -> LabInfo:
+       cloud: bool = True, compute_sizes: Any = None, virt_driver: str | None = None,
+       echo: Echo = print) -> LabInfo:
     """Bring the lab up (or find it up already).
 
     Parameters
@@ -195,6 +213,12 @@ def up(computes: int = 2, mode: str = "nspawn", net: str = DEFAULT_NET,
     compute_sizes
         :class:`runbook_lib.cloud.ComputeSize` of compute1, compute2, ... as the fake virt
         driver reports them (default 4 vCPU / 8 GiB, then 2 vCPU / 4 GiB).
+    virt_driver
+        The computes' nova-compute driver: ``"fake"`` (Nova's fake driver, the default for a
+        new lab) or ``"libvirt"`` (each compute's libvirtd runs the cloud's guests under QEMU
+        TCG; the image service then serves a bootable guest, image
+        :data:`runbook_lib.cloud.layout.GUEST_IMAGE_ID` with flavor ``rblab.guest``).
+        ``None``: the running cloud's driver, else ``"fake"``.
     echo
         Progress messages go here.
 
@@ -234,7 +258,8 @@ def up(computes: int = 2, mode: str = "nspawn", net: str = DEFAULT_NET,
             echo(f"lab already up in {paths.root} ({state['mode']}, {len(state['hosts'])} hosts, "
                  f"{state['net']}); nothing to do. Parameters: {paths.params}")
             if cloud:
-                _cloud_up(paths, compute_sizes, echo)      # a no-op when the cloud is up too
+                # a no-op when the cloud is up too
+                _cloud_up(paths, compute_sizes, echo, virt_driver)
                 _params_name_the_cloud(paths)
             return _info(paths, state, True, time.monotonic() - started)
         if found.state == "broken":
@@ -254,7 +279,7 @@ def up(computes: int = 2, mode: str = "nspawn", net: str = DEFAULT_NET,
         try:
             state = _start(paths, network, computes, mode, echo)
             if cloud:
-                _cloud_up(paths, compute_sizes, echo)
+                _cloud_up(paths, compute_sizes, echo, virt_driver)
                 _params_name_the_cloud(paths)
         except BaseException:
             # ^C, a killed host, a timeout: leave nothing behind, then report the cause
