@@ -196,3 +196,80 @@ def as_checks(slices: Iterable[LogSlice], matches: Iterable[Match]) -> list:
     if not out:
         out.append(Check("-", "logs", PASS, f"no known failure signature in {len(slices)} log slices"))
     return out
+
+
+@dataclass(frozen=True)
+class Case:
+    """Where and when to look, as the cloud recorded it."""
+
+    server_id: str
+    instance_name: str
+    source_host: str
+    destination_host: str
+    since: str
+    until: str
+    migration_id: int | None
+    status: str
+
+
+def case_from_cloud(conn, server: str, migration_id: int | None = None, margin_s: int = 120) -> Case:
+    """The source, destination and time window of a server's (latest, or given) live migration.
+
+    The window is the migration record's creation to its last update, widened by
+    ``margin_s`` on each side (clocks of the hosts and the API may differ a little).
+    """
+    from .cloud import api
+
+    s = api.find_server(conn, server)
+    state = api.server_state(conn, s.id)
+    records = [m for m in conn.compute.migrations(instance_uuid=s.id) if m.migration_type == "live-migration"]
+    if migration_id is not None:
+        records = [m for m in records if m.id == int(migration_id)]
+        if not records:
+            raise ParamsError(f"server {server} has no live migration {migration_id}", key="migration_id")
+    if not records:
+        raise ParamsError(f"server {server} has no live migration on record", key="server")
+    m = max(records, key=lambda r: r.id)
+
+    def stamp(value, delta: int) -> str:
+        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        t = t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+        return (t + dt.timedelta(seconds=delta)).isoformat()
+
+    return Case(s.id, state.get("instance_name") or "", m.source_compute, m.dest_compute or "",
+                stamp(m.created_at, -margin_s), stamp(m.updated_at or m.created_at, margin_s), m.id, m.status)
+
+
+def resolve(site: Site, cloud: str | None, clouds_yaml, server: str, migration_id, source_host: str,
+            destination_host: str, instance_name: str, since: str, until: str) -> dict[str, str]:
+    """The hosts, instance and window to examine: from the cloud when a server is named,
+    else from the parameters. Parameters given explicitly win over the cloud's records."""
+    found: dict[str, str] = {"source_host": source_host, "destination_host": destination_host,
+                             "instance_name": instance_name, "since": since, "until": until,
+                             "server_id": "", "migration": ""}
+    if server:
+        from . import migrate
+
+        conn = migrate.connect(cloud, clouds_yaml)
+        c = case_from_cloud(conn, server, migration_id or None)
+        found.update({k: v for k, v in {"source_host": c.source_host, "destination_host": c.destination_host,
+                                        "instance_name": c.instance_name, "since": c.since, "until": c.until}.items()
+                      if not found[k]})
+        found["server_id"], found["migration"] = c.server_id, f"{c.migration_id} ({c.status})"
+    if not found["source_host"]:
+        raise ParamsError("name the server (with a cloud), or give source_host (and destination_host)", key="server")
+    from .params import check_host_names
+
+    # a migration the scheduler could not place has no destination: source and conductor then
+    check_host_names(site, [h for h in (found["source_host"], found["destination_host"]) if h],
+                     "source_host/destination_host")
+    return found
+
+
+def events(cloud: str | None, clouds_yaml, server_id: str, since: str) -> pd.DataFrame:
+    """The server's instance actions and events with Nova's fault details (API ≥ 2.84)."""
+    if not server_id:
+        return pd.DataFrame(columns=["action", "request_id", "start", "event", "result", "host", "details"])
+    from . import migrate
+
+    return migrate.events_table(migrate.connect(cloud, clouds_yaml), server_id, since[:19] if since else None)

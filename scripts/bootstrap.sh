@@ -7,7 +7,8 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${RUNBOOK_VENV:-$HERE/.venv}
-DEBS=(python3 python3-venv openssh-client openssh-server iproute2 util-linux procps libvirt-clients cron)
+DEBS=(python3 python3-venv openssh-client openssh-server iproute2 util-linux procps libvirt-clients cron
+      chromium fonts-dejavu-core)
 
 say() { printf '[bootstrap] %s\n' "$*" >&2; }
 

@@ -116,6 +116,20 @@ def test_a_failing_migration_is_reported_as_failed_not_success(conn):
     assert o.reason  # the record's status and Nova's fault, for the operator
 
 
+def test_troubleshoot_finds_the_hosts_and_window_from_the_cloud(the_lab, conn, archive):
+    """Named by server only: the notebook takes source, destination and the time window from
+    the migration record, and shows Nova's instance-action events with their details."""
+    proc, d, s = run(the_lab, archive, "30_troubleshoot", "server=srv-big")
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    nb = nbformat.read(d / "notebook.ipynb", as_version=4)
+    case_cell = next(c for c in nb.cells if "troubleshoot.resolve(" in c.source)
+    case = next(o for o in case_cell.outputs if o.output_type == "execute_result")["data"]["text/plain"]
+    assert "'source_host': 'compute1'" in case and "'migration': '" in case
+    ev_cell = next(c for c in nb.cells if "troubleshoot.events(" in c.source)
+    events = next(o for o in ev_cell.outputs if o.output_type == "execute_result")["data"]["text/plain"]
+    assert "live-migration" in events
+
+
 def test_drain_a_host_at_concurrency_two(the_lab, conn, archive):
     conn.compute.delete_server(migrate.server(conn, "srv-big")["id"])
     conn.compute.delete_server(migrate.server(conn, "srv-a")["id"])
