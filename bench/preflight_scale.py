@@ -146,10 +146,21 @@ def main() -> int:
     report = {"machine": common.machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "rounds": args.rounds, "targets": TARGETS, "results": []}
     path = None
-    for n in [int(x) for x in args.sizes.split(",")]:
-        print(f"N={n}: lab up ({NETS[n]})", flush=True)
-        report["results"].append(bench_n(n, args.rounds, not args.no_ansible))
-        path = common.save(args.out, report)      # saved after every N: a later failure keeps the rest
+    # ansible's remote temp dir defaults to ~/.ansible/tmp; the ns hosts share the machine's /root
+    # for it, so an empty /root/.ansible appears: removed at the end if this run created it
+    dot_ansible = Path("/root/.ansible")
+    had_dot_ansible = dot_ansible.exists()
+    try:
+        for n in [int(x) for x in args.sizes.split(",")]:
+            print(f"N={n}: lab up ({NETS[n]})", flush=True)
+            report["results"].append(bench_n(n, args.rounds, not args.no_ansible))
+            path = common.save(args.out, report)      # saved after every N: a later failure keeps the rest
+    finally:
+        if not had_dot_ansible and dot_ansible.exists():
+            for d in sorted(dot_ansible.rglob("*"), reverse=True):
+                if d.is_dir():
+                    d.rmdir()          # only empty directories: anything else is left and reported
+            dot_ansible.rmdir()
     print(table(report["results"]))
     print(f"saved {path}")
     return 0

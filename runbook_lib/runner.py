@@ -13,6 +13,7 @@ that is refused at that stage sends nothing to any host and archives nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import os
 import platform
@@ -73,6 +74,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ParamsError(f"value {raw!r} is not valid YAML: {exc}", source="-P", key=key) from exc
+    if isinstance(value, (dt.date, dt.datetime)):
+        value = raw.strip()  # times stay text (ISO 8601), as notebooks and JSON expect them
     return key, value
 
 

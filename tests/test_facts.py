@@ -225,3 +225,12 @@ def test_unreached_host_keeps_its_error():
     r = Result("c9", "x", None, "", "", 1.0, error="c9: cannot connect")
     hf = facts.parse_batch("c9", [sysf.hostname()], r)
     assert not hf.reached and hf.error == "c9: cannot connect" and hf.values == {}
+
+
+def test_cpu_compare_outputs_recorded_in_the_lab():
+    """Real `virsh hypervisor-cpu-compare --error` outputs from a lab compute (libvirt 9.0)."""
+    kvm = lv.parse_cpu_compare((DATA / "lab-hypervisor-cpu-compare-foreign_kvm.txt").read_text(), 1)
+    assert kvm["result"] == "error" and "accel 'kvm' is not supported" in kvm["reason"]
+    foreign = lv.parse_cpu_compare((DATA / "lab-hypervisor-cpu-compare-foreign_qemu.txt").read_text(), 1)
+    assert foreign == {"result": "incompatible",
+                       "reason": "the CPU is incompatible with host CPU: host CPU vendor does not match required CPU vendor Intel"}

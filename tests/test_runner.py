@@ -214,3 +214,12 @@ def test_runs_are_never_overwritten(tmp_path):
     a = archive.new_run_dir(tmp_path, "00_preflight", "s", when)
     b = archive.new_run_dir(tmp_path, "00_preflight", "s", when)
     assert a != b and a.is_dir() and b.is_dir() and b.name == a.name + "-1"
+
+
+def test_override_values_are_read_as_yaml_but_times_stay_text():
+    from runbook_lib import runner
+
+    assert runner.parse_override("limit=[compute1, compute2]") == ("limit", ["compute1", "compute2"])
+    assert runner.parse_override("apply=true") == ("apply", True)
+    assert runner.parse_override("since=2026-11-26T13:45:00+00:00") == ("since", "2026-11-26T13:45:00+00:00")
+    assert runner.parse_override("day=2026-11-26") == ("day", "2026-11-26")
