@@ -16,17 +16,12 @@ from .params import Site
 
 
 @dataclass
-class PairPicker:
-    """A source and a destination compute, chosen with two dropdowns."""
+class _Picker:
+    """Two dropdowns side by side: ``first`` and ``destination``."""
 
-    source_dropdown: w.Dropdown
+    first: w.Dropdown
     destination_dropdown: w.Dropdown
     box: w.Widget
-
-    @property
-    def source(self) -> str:
-        """The chosen source host."""
-        return self.source_dropdown.value
 
     @property
     def destination(self) -> str:
@@ -37,6 +32,15 @@ class PairPicker:
         from IPython.display import display
 
         display(self.box)
+
+
+class PairPicker(_Picker):
+    """A source and a destination compute, chosen with two dropdowns."""
+
+    @property
+    def source(self) -> str:
+        """The chosen source host."""
+        return self.first.value
 
     def __repr__(self) -> str:
         return f"source: {self.source}, destination: {self.destination}"
@@ -52,28 +56,13 @@ def pair_picker(site: Site, source: str = "", destination: str = "") -> PairPick
     return PairPicker(s, d, w.HBox([s, d]))
 
 
-@dataclass
-class MigrationPicker:
-    """A server and a destination, chosen from the cloud's live lists."""
-
-    server_dropdown: w.Dropdown
-    destination_dropdown: w.Dropdown
-    box: w.Widget
+class MigrationPicker(_Picker):
+    """A server and a destination ('' lets the scheduler choose), from the cloud's live lists."""
 
     @property
     def server(self) -> str:
         """The chosen server (ID, or the name given as parameter)."""
-        return self.server_dropdown.value
-
-    @property
-    def destination(self) -> str:
-        """The chosen destination host ('' lets the scheduler choose)."""
-        return self.destination_dropdown.value
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.box)
+        return self.first.value
 
     def __repr__(self) -> str:
         return f"server: {self.server}, destination: {self.destination or '(scheduler)'}"
