@@ -11,5 +11,6 @@ rc=$?
 echo
 echo "archive: $(pwd)/runs   (list it with: .venv/bin/runbook runs)"
 echo "the lab stays up for more runs; stop it with: .venv/bin/runbook lab down"
+echo "next, on the lab: .venv/bin/runbook run 10_configure -p $lab_dir/params.yaml -P transport=tcp -P insecure_lab_transport=true -P storage=nfs [-P apply=true]"
 # 1 = the runbook found problems: the expected outcome on a fresh, not-yet-configured lab
 [ $rc -le 1 ] && exit 0 || exit $rc
