@@ -265,7 +265,7 @@ def plan(site: Site, gathered: Mapping[str, HostFacts], current: Mapping[str, Ma
             _plan_hosts(site, h, files)
         if h.is_compute:
             if "nova-conf" in opts.phases:
-                _plan_nova_conf(site, h, hf, files, opts)
+                _plan_nova_conf(site, h, hf, files, opts, p)
             if "libvirt-transport" in opts.phases:
                 _plan_transport(h, hf, files, opts, p)
     if "identity" in opts.phases:
@@ -301,9 +301,22 @@ def _plan_hosts(site: Site, h: Host, files: _Files) -> None:
                "every host name resolves to its management address (libvirt connects by name)")
 
 
-def _plan_nova_conf(site: Site, h: Host, hf: HostFacts, files: _Files, opts: Options) -> None:
+def _restart_if_present(hf: HostFacts, name: str) -> str:
+    """Restart a service if the host has it (a host without nova-compute is not an error)."""
+    if hf.get("init") == "systemd":
+        return (f"if systemctl cat {sh(name)} >/dev/null 2>&1; then systemctl restart {sh(name)}; "
+                f"else echo 'no {name} on this host'; fi")
+    return (f"if [ -x /etc/init.d/{name} ]; then service {sh(name)} restart; "
+            f"else echo 'no {name} on this host'; fi")
+
+
+def _plan_nova_conf(site: Site, h: Host, hf: HostFacts, files: _Files, opts: Options, p: Plan) -> None:
     if not files.exists(h.name, NOVA_CONF):
         return
+    # nova-compute reads nova.conf at start only: restart it after the file changes (last, after
+    # libvirtd, so that it reconnects to the new libvirt)
+    p.actions.append(Action(h.name, "nova-conf", "restart nova-compute", _restart_if_present(hf, "nova-compute"),
+                            order=95, requires=(NOVA_CONF,), unless_listening=None))
     addr = h.management_address
     e = lambda func, why: files.edit(h.name, NOVA_CONF, func, why)  # noqa: E731
     for legacy in ("vncserver_listen", "vncserver_proxyclient_address"):

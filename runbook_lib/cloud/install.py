@@ -205,3 +205,43 @@ def ensure_libvirt_python(cache_dir: Path, *, echo: Echo = print) -> Path:
             shutil.rmtree(target, ignore_errors=True)
             build.rename(target)
     return target
+
+
+
+#: Debian packages a libvirt-driver compute needs beyond the lab's rootfs: ``sudo`` (Nova's
+#: privileged steps run ``sudo nova-rootwrap ... privsep-helper``) and ``qemu-utils``
+#: (``qemu-img``, with which the driver inspects and creates every disk).  Their dependencies are
+#: all in the rootfs already.
+COMPUTE_DEBS = ("sudo", "qemu-utils")
+
+
+def ensure_compute_debs(cache_dir: Path, *, echo: Echo = print) -> list[Path]:
+    """Download :data:`COMPUTE_DEBS` once to ``<cache_dir>/debs/NAME.deb``; returns the files.
+
+    The lab's minimal rootfs has neither; the libvirt-driver computes install them with
+    ``dpkg -i`` (the packages a Debian ``nova-compute`` pulls in).
+    """
+    import tempfile
+
+    folder = cache_dir / "debs"
+    wanted = [folder / f"{name}.deb" for name in COMPUTE_DEBS]
+    if all(p.exists() for p in wanted):
+        return wanted
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name, target in zip(COMPUTE_DEBS, wanted):
+            if target.exists():
+                continue
+            echo(f"fetching {name} for the libvirt-driver computes (one time)")
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                Path(tmp).chmod(0o777)        # apt's download sandbox user writes here
+                proc = subprocess.run(["apt-get", "download", "-q", name], cwd=tmp,
+                                      capture_output=True, text=True, timeout=600)
+                debs = list(Path(tmp).glob(f"{name}_*.deb"))
+                if not debs:
+                    raise CloudPrerequisiteError(f"apt-get download {name} failed: "
+                                                 f"{(proc.stderr or proc.stdout).strip()[-300:]}")
+                debs[0].chmod(0o644)
+                debs[0].rename(target)
+    return wanted

@@ -152,9 +152,14 @@ def _cloud_up(paths: LabPaths, compute_sizes: Any, echo: Echo,
 
 
 def _share_libvirt_python(paths: LabPaths, echo: Echo) -> None:
-    """Debian's libvirt Python bindings into the share (hosts: /usr/local/lib/rblab/python)."""
+    """Debian's libvirt Python bindings into the share (hosts: /usr/local/lib/rblab/python),
+    and the Debian packages the libvirt-driver computes install (``debs/``: sudo, qemu-utils)."""
     from runbook_lib.cloud import install
     source = install.ensure_libvirt_python(paths.cache, echo=echo)
+    (paths.share / "debs").mkdir(exist_ok=True)
+    (paths.share / "debs").chmod(0o755)
+    for deb in install.ensure_compute_debs(paths.cache, echo=echo):
+        shutil.copyfile(deb, paths.share / "debs" / deb.name)
     target = paths.share / "python"
     if (target / "libvirt.py").exists():
         return

@@ -328,8 +328,12 @@ def serve(argv: list[str]) -> None:
         session = NfsSession(server, export, version)
     except OSError as exc:
         raise SystemExit(f"{FSTYPE}: {exc.strerror}") from None
+    # nonempty: like a kernel NFS mount, cover whatever the directory holds (a compute that ran
+    # guests on local disk keeps _base/ and locks/ in its instances dir); libfuse2 refuses
+    # otherwise ("fuse: mountpoint is not empty")
     FUSE(NfsFilesystem(session), directory, foreground=True, nothreads=True, allow_other=True,
-         fsname=f"{server}:{export}", subtype=FSTYPE, attr_timeout=1, entry_timeout=1)
+         nonempty=True, fsname=f"{server}:{export}", subtype=FSTYPE, attr_timeout=1,
+         entry_timeout=1)
 
 
 def mount(argv: list[str]) -> int:
