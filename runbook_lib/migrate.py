@@ -204,6 +204,11 @@ def migrate(conn: Any, server: Mapping[str, Any], destination: str | None, *, bl
             faults = [e["details"] for e in api.instance_events(conn, server["id"]) if e.get("details")]
         except api.CloudAPIError:
             faults = []
+        if final["status"] == "ERROR" and final["host"] == o.source:
+            # Nova may leave the server in ERROR after a failed live migration although the guest
+            # still runs on the source: say so, and how to recover once that is checked
+            why.append(f"the guest should still run on {o.source}: check it, then "
+                       f"`openstack server set --state active {server['id']}`")
         o.reason = "; ".join(why + faults[:2])
     return o
 
