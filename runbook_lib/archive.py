@@ -43,6 +43,15 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def parse_utc(value: Any) -> dt.datetime:
+    """An ISO 8601 date or time (``Z`` accepted; naive means UTC) as an aware datetime.
+
+    Raises ``ValueError`` when ``value`` is not one.
+    """
+    t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
 def new_run_dir(root: Path, phase: str, site: str, when: dt.datetime | None = None) -> Path:
     """Create (exclusively) a fresh run directory; an existing one is never reused."""
     when = when or utc_now()
@@ -148,12 +157,11 @@ def _time(value: Any) -> dt.datetime | None:
     if not value:
         return None
     try:
-        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_utc(value)
     except ValueError:
         from .errors import ParamsError
 
         raise ParamsError(f"expected an ISO 8601 date or time, got {value!r}", key="--since/--until") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
 def html_index(records: Iterable[dict[str, Any]], base: Path) -> str:

@@ -409,14 +409,15 @@ def _virt_type(ctx: Context, name: str) -> str:
     return option(conf, "libvirt", "virt_type", "kvm") if conf is not MISSING else "kvm"
 
 
-ALL_HOSTS = (check_hostname, check_management_address, check_resolution, check_nova_ids)
+#: (name, check) run on every host after ssh, then on computes only
+ALL_HOSTS = (("hostname", check_hostname), ("management-address", check_management_address),
+             ("name-resolution", check_resolution), ("nova-ids", check_nova_ids))
 COMPUTES_ONLY = (
-    check_qemu_ids, check_libvirt, check_qemu, check_libvirt_daemon, check_vnc, check_migration_config,
-    check_instances_dir, check_reachability, check_cpu,
+    ("qemu-ids", check_qemu_ids), ("libvirt", check_libvirt), ("qemu", check_qemu),
+    ("libvirt-daemon", check_libvirt_daemon), ("vnc-config", check_vnc), ("migration-config", check_migration_config),
+    ("instances-dir", check_instances_dir), ("reachability", check_reachability), ("cpu-compat", check_cpu),
 )
-CHECK_NAMES = ["ssh", "hostname", "management-address", "name-resolution", "nova-ids", "qemu-ids",
-               "libvirt", "qemu", "libvirt-daemon", "vnc-config", "migration-config", "instances-dir",
-               "reachability", "cpu-compat"]
+CHECK_NAMES = ["ssh"] + [name for name, _ in ALL_HOSTS + COMPUTES_ONLY]
 
 
 def preflight(site: Site, gathered: Mapping[str, HostFacts], settings: Settings | None = None) -> list[Check]:
@@ -428,16 +429,13 @@ def preflight(site: Site, gathered: Mapping[str, HostFacts], settings: Settings 
             continue
         ssh = check_ssh(ctx, h.name)
         results.append(ssh)
-        funcs = ALL_HOSTS + (COMPUTES_ONLY if h.is_compute else ())
-        for func in funcs:
-            label = CHECK_NAMES[1 + (ALL_HOSTS + COMPUTES_ONLY).index(func)]
-            if ssh.verdict != PASS:
+        for label, func in ALL_HOSTS + COMPUTES_ONLY:
+            if (label, func) in COMPUTES_ONLY and not h.is_compute:
+                results.append(Check(h.name, label, SKIP, "not a compute host"))
+            elif ssh.verdict != PASS:
                 results.append(Check(h.name, label, SKIP, "host not reached"))
             else:
                 results.append(func(ctx, h.name))
-        if not h.is_compute:
-            results += [Check(h.name, CHECK_NAMES[1 + len(ALL_HOSTS) + i], SKIP, "not a compute host")
-                        for i in range(len(COMPUTES_ONLY))]
     return results
 
 

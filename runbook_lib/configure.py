@@ -18,7 +18,8 @@ import datetime as dt
 import difflib
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
@@ -316,7 +317,7 @@ def _plan_nova_conf(site: Site, h: Host, hf: HostFacts, files: _Files, opts: Opt
     # nova-compute reads nova.conf at start only: restart it after the file changes (last, after
     # libvirtd, so that it reconnects to the new libvirt)
     p.actions.append(Action(h.name, "nova-conf", "restart nova-compute", _restart_if_present(hf, "nova-compute"),
-                            order=95, requires=(NOVA_CONF,), unless_listening=None))
+                            order=95, requires=(NOVA_CONF,)))
     addr = h.management_address
     e = lambda func, why: files.edit(h.name, NOVA_CONF, func, why)  # noqa: E731
     for legacy in ("vncserver_listen", "vncserver_proxyclient_address"):
@@ -667,19 +668,11 @@ def as_checks(p: Plan) -> list[Any]:
     return out
 
 
-def plan_dict(p: Plan) -> dict[str, Any]:
-    """A plain-data view of the plan (for tests and JSON)."""
-    return {"changes": [asdict(c) for c in p.changes], "actions": [asdict(a) for a in p.actions],
-            "notes": p.notes, "warnings": p.warnings}
-
-
 # ------------------------------------------------------------------------------ offline (render-config)
 
 
-def offline_facts(root: "Path", host: Host) -> HostFacts:
+def offline_facts(root: Path, host: Host) -> HostFacts:
     """What the planner needs to know about a host, read from a directory laid out like ``/``."""
-    from pathlib import Path
-
     from .facts.system import parse_user_ids
 
     root = Path(root)
@@ -705,10 +698,8 @@ def offline_facts(root: "Path", host: Host) -> HostFacts:
     })
 
 
-def offline_files(root: "Path", paths: Iterable[str]) -> dict[str, str | None]:
+def offline_files(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
     """The files under ``root`` (None where absent)."""
-    from pathlib import Path
-
     out: dict[str, str | None] = {}
     for p in paths:
         f = Path(root) / p.lstrip("/")
@@ -716,12 +707,11 @@ def offline_files(root: "Path", paths: Iterable[str]) -> dict[str, str | None]:
     return out
 
 
-def apply_offline(root: "Path", p: Plan, stamp: str) -> None:
+def apply_offline(root: Path, p: Plan, stamp: str) -> None:
     """Apply a plan's file changes under ``root`` (backup, temp file, atomic rename)."""
     import os
     import shutil
     import tempfile
-    from pathlib import Path
 
     for ch in p.pending:
         target = Path(root) / ch.path.lstrip("/")

@@ -23,6 +23,8 @@ from .remote import Remote
 if TYPE_CHECKING:  # pandas is imported where a table is built: 0.3 s saved per process that needs none
     import pandas as pd
 
+    from .report import Table
+
 
 def inventory(site: Site) -> pd.DataFrame:
     """The inventory as a table: name, role, SSH endpoint, management address."""
@@ -189,7 +191,7 @@ def evaluate(site: Site, gathered: Mapping[str, HostFacts], wanted: Settings | N
     return checks.preflight(site, gathered, wanted)
 
 
-def matrix(results: Iterable[Check]) -> "Table":
+def matrix(results: Iterable[Check]) -> Table:
     """Hosts × checks, each cell pass / warn / fail / skip (shown unwrapped)."""
     from .report import Table
 

@@ -100,6 +100,11 @@ def validate_overrides(
             params.check_host_names(site, value, key=key)
 
 
+def changes_hosts(declared: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
+    """Whether a run would change hosts: its notebook has ``apply`` and the overrides set it."""
+    return "apply" in declared and overrides.get("apply") in (True, "true", "True", 1)
+
+
 @dataclass
 class RunOutcome:
     """Where a run was archived and how it ended."""
@@ -138,7 +143,7 @@ def run(
 
     root = archive_root or archive.default_root(site.archive_dir)
     held = None
-    if "apply" in declared and overrides.get("apply") in (True, "true", "True", 1):
+    if changes_hosts(declared, overrides):
         from . import lock
 
         held = lock.acquire(root, site.name, phase_name)  # one changing run per site at a time

@@ -85,7 +85,7 @@ def install(
     notebook = runner.find_notebook(phase)
     declared = runner.notebook_parameters(notebook)
     runner.validate_overrides(site, declared, overrides, notebook.stem)
-    if "apply" in declared and overrides.get("apply") in (True, "true", "True", 1) and not site.allow_scheduled_apply:
+    if runner.changes_hosts(declared, overrides) and not site.allow_scheduled_apply:
         raise ParamsError(
             "scheduled runs never apply changes: remove apply=true, or set allow_scheduled_apply: true in "
             f"{params_file} if unattended changes are really wanted", key="apply")

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
+from .archive import parse_utc
 from .diagnose import Match, diagnose_text
 from .errors import ParamsError
 from .params import Site
@@ -49,10 +50,9 @@ def window(since: str = "", until: str = "") -> tuple[dt.datetime | None, dt.dat
         if not value:
             return None
         try:
-            t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parse_utc(value)
         except ValueError:
             raise ParamsError(f"expected an ISO 8601 time like 2026-11-26T10:00:00Z, got {value!r}", key=key) from None
-        return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
     return parse(since, "since"), parse(until, "until")
 
@@ -162,10 +162,9 @@ def _when(m: Match) -> dt.datetime | None:
     if not m.timestamp:
         return None
     try:
-        t = dt.datetime.fromisoformat(m.timestamp.replace("Z", "+00:00"))
+        return parse_utc(m.timestamp)
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
 def sources_table(slices: Iterable[LogSlice]) -> pd.DataFrame:
@@ -232,9 +231,7 @@ def case_from_cloud(conn, server: str, migration_id: int | None = None, margin_s
     m = max(records, key=lambda r: r.id)
 
     def stamp(value, delta: int) -> str:
-        t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        t = t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
-        return (t + dt.timedelta(seconds=delta)).isoformat()
+        return (parse_utc(value) + dt.timedelta(seconds=delta)).isoformat()
 
     return Case(s.id, state.get("instance_name") or "", m.source_compute, m.dest_compute or "",
                 stamp(m.created_at, -margin_s), stamp(m.updated_at or m.created_at, margin_s), m.id, m.status)

@@ -9,7 +9,7 @@ import pytest
 
 from runbook_lib import checks, params, preflight
 from runbook_lib.checks import Settings
-from runbook_lib.facts import MISSING, HostFacts
+from runbook_lib.facts import HostFacts
 from runbook_lib.facts import nova as nv
 from runbook_lib.facts import system as sysf
 

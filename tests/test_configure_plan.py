@@ -10,7 +10,6 @@ from runbook_lib import configure, params
 from runbook_lib.errors import ParamsError
 from runbook_lib.facts import HostFacts
 from runbook_lib.facts import libvirt as lv
-from runbook_lib.facts import nova as nv
 
 DATA = Path(__file__).parent / "data" / "recorded"
 SITE = params.from_mapping({

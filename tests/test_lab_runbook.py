@@ -8,7 +8,6 @@ lines, no libvirt TCP listener, local instances dirs. Tests run in file order on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re

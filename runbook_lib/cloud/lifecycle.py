@@ -20,14 +20,12 @@ compute1, compute2, ...), which is what the cloud's own tests use before a lab e
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +41,7 @@ from runbook_lib.cloud.layout import (CLOUD_NAME, DEFAULT_SIZES, FLAVORS, GUEST_
                                       ComputeSize, default_venv, size_for)
 from runbook_lib.lab.layout import resolve_cache_dir, resolve_lab_dir
 from runbook_lib.lab.state import alive
-from runbook_lib.lab.util import write_atomic, write_json
+from runbook_lib.lab.util import locked, write_atomic, write_json
 
 Echo = Callable[[str], None]
 HERE = Path(__file__).resolve().parent
@@ -109,14 +107,6 @@ def _paths(lab_dir: str | os.PathLike[str] | None,
            cache_dir: str | os.PathLike[str] | None) -> CloudPaths:
     root = resolve_lab_dir(lab_dir)
     return CloudPaths(root, default_venv(resolve_cache_dir(root, cache_dir)))
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _read_state(paths: CloudPaths) -> dict[str, Any] | None:
@@ -226,7 +216,7 @@ def up(lab_dir: str | os.PathLike[str] | None = None, *, local_computes: int = 0
                                      "enters the lab hosts): run it as root")
     paths = _paths(lab_dir, cache_dir)
     paths.lab_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(paths.lab_dir / ".cloud.lock"):
+    with locked(paths.lab_dir / ".cloud.lock"):
         state = _read_state(paths)
         found = _inspect(paths, state)
         if found.state == "up" and state is not None:
@@ -631,7 +621,7 @@ def down(lab_dir: str | os.PathLike[str] | None = None, *, stop_computes: bool =
         When something the cloud started is still running or listening afterwards.
     """
     paths = _paths(lab_dir, None)
-    with _locked(paths.lab_dir / ".cloud.lock"):
+    with locked(paths.lab_dir / ".cloud.lock"):
         state = _read_state(paths)
         if state is None and not paths.clouds_yaml.exists():
             echo(f"no cloud in {paths.lab_dir}; nothing to do")

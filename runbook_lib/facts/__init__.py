@@ -152,15 +152,3 @@ def merge(into: dict[str, HostFacts], more: Mapping[str, HostFacts]) -> dict[str
         elif target.error is None:
             target.parse_errors["later round"] = hf.error or "not reached"
     return into
-
-
-def as_records(gathered: Mapping[str, HostFacts]) -> list[dict[str, Any]]:
-    """Flat rows (host, fact, value) for a table."""
-    rows = []
-    for name, hf in gathered.items():
-        if hf.error:
-            rows.append({"host": name, "fact": "error", "value": hf.error})
-            continue
-        for k, v in hf.values.items():
-            rows.append({"host": name, "fact": k, "value": None if v is MISSING else v})
-    return rows

@@ -168,13 +168,15 @@ def nspawn_host(cfg: dict) -> None:
         (root / "var/lib/nova").mkdir(parents=True, exist_ok=True)
         bind(str(nova_dir), str(root / "var/lib/nova"))
     seed(root, cfg, chroot=True)
-    # nspawn hands the host a ready overlay root: remounting it per fstab adds nothing, and under
-    # heavy load systemd-remount-fs.service was seen failing, leaving the host 'degraded'
-    mask = root / "etc/systemd/system/systemd-remount-fs.service"
-    if not mask.is_symlink():
-        mask.parent.mkdir(parents=True, exist_ok=True)
-        mask.unlink(missing_ok=True)
-        mask.symlink_to("/dev/null")
+    # nspawn hands the host a ready overlay root whose system users the rootfs build created:
+    # remounting it per fstab and re-running sysusers add nothing, and each was seen failing
+    # now and then at boot, leaving the host 'degraded'
+    for unit in ("systemd-remount-fs.service", "systemd-sysusers.service"):
+        mask = root / "etc/systemd/system" / unit
+        if not mask.is_symlink():
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            mask.unlink(missing_ok=True)
+            mask.symlink_to("/dev/null")
     if cfg["role"] == "controller":
         sh("umount", str(root / "var/lib/nova"))    # nspawn binds it again inside
     env = dict(os.environ)

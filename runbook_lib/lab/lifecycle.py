@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -41,7 +40,7 @@ from runbook_lib.lab.packages import ensure_host_packages
 from runbook_lib.lab.rootfs import ensure_rootfs
 from runbook_lib.lab.state import (LabStatus, alive, inspect, mounts_under, proc_ref, read_state,
                                    write_state)
-from runbook_lib.lab.util import children, pid_namespace, run, write_atomic
+from runbook_lib.lab.util import children, locked, pid_namespace, run, write_atomic
 
 Echo = Callable[[str], None]
 HERE = Path(__file__).resolve().parent
@@ -109,15 +108,6 @@ def _require_root() -> None:
     if os.geteuid() != 0:
         raise LabPrerequisiteError("the lab needs root (network namespaces, mounts, bridges): "
                                    "run it as root")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` (released by the kernel even if we are killed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _info(paths: LabPaths, state: dict[str, Any], already_up: bool, seconds: float) -> LabInfo:
@@ -250,7 +240,7 @@ def up(computes: int = 2, mode: str = "nspawn", net: str = DEFAULT_NET,
     paths = _paths(lab_dir, cache_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.root.chmod(0o755)          # qemu (user libvirt-qemu) must reach the cached guest kernel
-    with _locked(paths.lock):
+    with locked(paths.lock):
         state = read_state(paths)
         found = inspect(paths, state)
         if found.state == "up" and state is not None:
@@ -384,7 +374,7 @@ def _start(paths: LabPaths, network: ipaddress.IPv4Network, computes: int, mode:
     pubkey = ensure_keypair(paths.key, f"runbook-lab@{paths.root}")
     shutil.rmtree(paths.hosts, ignore_errors=True)
     previous = read_state(paths) or {}
-    with _locked(GLOBAL_LOCK):               # two labs coming up at once pick different ids
+    with locked(GLOBAL_LOCK):               # two labs coming up at once pick different ids
         lab_id = _pick_lab_id(previous.get("lab_id"))
         hosts = plan_hosts(network, computes, lab_id)
         clashes = net.conflicts(network)
@@ -674,7 +664,7 @@ def down(lab_dir: str | os.PathLike[str] | None = None, purge: bool = False, *,
     if not paths.root.exists():
         echo(f"no lab in {paths.root}; nothing to do")
         return LabStatus("down", str(paths.root))
-    with _locked(paths.lock), _signals_deferred():
+    with locked(paths.lock), _signals_deferred():
         state = read_state(paths)
         before = inspect(paths, state)
         if before.state == "down":
